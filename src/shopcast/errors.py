@@ -1,0 +1,112 @@
+"""Every exception Shopcast raises, in one place.
+
+Hierarchy::
+
+    ShopcastError                  base of everything below
+    ├── ConfigError                invalid or unsafe settings (CLI exit code 2)
+    ├── ValidationError            bad input; carries a list of FieldError (HTTP 422)
+    │   └── BatchTooLargeError     a batch or body over the configured limit (HTTP 413)
+    ├── NotFoundError              unknown user, item, model, dataset (HTTP 404)
+    │   └── DatasetNotFoundError   a dataset's files are not where we looked
+    ├── StorageError               a backend failed or was given a bad URL
+    │   └── UnknownBackendError    no backend for that URL scheme
+    ├── ModelError                 a model used before fit, or a bad saved model
+    │   └── NotFittedError
+    └── MissingDependencyError     an optional extra is not installed
+
+Each error has an ``http_status`` and a stable ``code`` so the API and the CLI
+render it the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem with one field of one input record."""
+
+    field: str
+    reason: str
+    index: int | None = None  # position of the record in a batch, when there is one
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "reason": self.reason}
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+
+class ShopcastError(Exception):
+    """Base class of every Shopcast error."""
+
+    http_status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message}
+
+
+class ConfigError(ShopcastError):
+    code = "config_error"
+
+
+class ValidationError(ShopcastError):
+    http_status = 422
+    code = "validation_error"
+
+    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["errors"] = [e.as_dict() for e in self.errors]
+        return out
+
+
+class BatchTooLargeError(ValidationError):
+    http_status = 413
+    code = "too_large"
+
+
+class NotFoundError(ShopcastError):
+    http_status = 404
+    code = "not_found"
+
+
+class DatasetNotFoundError(NotFoundError):
+    code = "dataset_not_found"
+
+
+class StorageError(ShopcastError):
+    code = "storage_error"
+
+
+class UnknownBackendError(StorageError):
+    code = "unknown_backend"
+
+
+class ModelError(ShopcastError):
+    code = "model_error"
+
+
+class NotFittedError(ModelError):
+    code = "not_fitted"
+
+
+class MissingDependencyError(ShopcastError):
+    code = "missing_dependency"
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed; install the extra: pip install 'shopcast[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra

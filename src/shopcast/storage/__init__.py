@@ -1,0 +1,41 @@
+"""Storage backends chosen by URL: ``sqlite:///path.db`` (default) or ``memory://``."""
+
+from __future__ import annotations
+
+from shopcast.errors import UnknownBackendError
+from shopcast.storage._protocols import (
+    EVENT_COLUMNS,
+    AppendResult,
+    Catalog,
+    EventLog,
+    Profiles,
+    Repository,
+    Store,
+)
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "AppendResult",
+    "Catalog",
+    "EventLog",
+    "Profiles",
+    "Repository",
+    "Store",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open the backend named by the URL's scheme (imported only when used)."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        from shopcast.storage._sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if scheme == "memory":
+        from shopcast.storage._memory import MemoryStore
+
+        return MemoryStore(url)
+    raise UnknownBackendError(
+        f"no storage backend for {url!r}; use sqlite:///path.db or memory://"
+    )
