@@ -5,6 +5,7 @@ Hierarchy::
     ShopcastError                  base of everything below
     ├── ConfigError                invalid or unsafe settings (CLI exit code 2)
     ├── ValidationError            bad input; carries a list of FieldError (HTTP 422)
+    │   ├── MalformedInputError    a body that is not JSON at all (HTTP 400)
     │   └── BatchTooLargeError     a batch or body over the configured limit (HTTP 413)
     ├── NotFoundError              unknown user, item, model, dataset (HTTP 404)
     │   └── DatasetNotFoundError   a dataset's files are not where we looked
@@ -69,6 +70,11 @@ class ValidationError(ShopcastError):
         out = super().to_dict()
         out["errors"] = [e.as_dict() for e in self.errors]
         return out
+
+
+class MalformedInputError(ValidationError):
+    http_status = 400
+    code = "malformed_json"
 
 
 class BatchTooLargeError(ValidationError):

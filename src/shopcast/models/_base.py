@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 #: Stable small-integer codes of event types (used in ``Interactions.type``).
 EVENT_CODES: dict[EventType, int] = {t: i for i, t in enumerate(EventType)}

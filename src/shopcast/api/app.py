@@ -1,0 +1,64 @@
+"""FastAPI app factory: wiring, error rendering, body limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import shopcast
+from shopcast.api.limits import BodyLimitMiddleware
+from shopcast.api.routes import catalog, events, health, recommend
+from shopcast.config import Settings
+from shopcast.errors import ShopcastError
+from shopcast.serving.engine import Engine
+from shopcast.storage import Store, open_store
+
+
+def create_app(
+    settings: Settings, *, store: Store | None = None, engine: Engine | None = None
+) -> FastAPI:
+    """The API over ``settings.database_url`` (or the given store/engine, for tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        app.state.store = store or open_store(settings.database_url)
+        app.state.engine = engine or Engine.open(app.state.store, settings)
+        try:
+            yield
+        finally:
+            if own_store:
+                app.state.store.close()
+
+    app = FastAPI(
+        title="Shopcast",
+        version=shopcast.__version__,
+        description="Real-time personalized recommendations and push for online shops.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
+
+    @app.exception_handler(ShopcastError)
+    async def _shopcast_error(_: Request, exc: ShopcastError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors: list[dict[str, Any]] = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"] if p not in ("body", "query", "path")]
+            errors.append({"field": ".".join(loc) or "body", "reason": err["msg"]})
+        return JSONResponse(
+            {"error": "validation_error", "message": "invalid request", "errors": errors},
+            status_code=422,
+        )
+
+    for module in (health, events, catalog, recommend):
+        app.include_router(module.router)
+    return app

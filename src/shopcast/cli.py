@@ -1,0 +1,247 @@
+"""``shopcast``: serve, train, import, demo, recommend.
+
+Errors a user can fix (bad settings, missing files, bad input) print one clear
+line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shopcast.config import Settings, load_settings
+from shopcast.errors import ShopcastError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="shopcast",
+    help="Shopcast: real-time personalized recommendations and push for online shops.\n\n"
+    "Start with `shopcast demo`; see `shopcast COMMAND --help` for each command.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+Db = Annotated[
+    str | None,
+    typer.Option("--db", help="Storage URL (default: settings database_url)", show_default=False),
+]
+
+
+def friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a ShopcastError into a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ShopcastError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.message}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def settings_for(db: str | None = None, **overrides: Any) -> Settings:
+    if db is not None:
+        overrides["database_url"] = db
+    return load_settings(**overrides)
+
+
+def _import_app() -> typer.Typer:
+    from shopcast.ingest.cli import app as import_app
+
+    return import_app
+
+
+app.add_typer(
+    _import_app(), name="import", help="Import events, items, users or a dataset (CSV/JSONL/Parquet)."
+)
+
+
+@app.command()
+@friendly
+def serve(
+    db: Db = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default api.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default api.port)")] = None,
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs)."""
+    settings = settings_for(db)
+    _serve(settings, host or settings.api.host, port or settings.api.port)
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from shopcast.api import create_app
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+@friendly
+def train(db: Db = None) -> None:
+    """Fit every model on the event log and make the result the CURRENT model."""
+    settings = settings_for(db)
+    version = _train(settings)
+    console.print(f"model [bold]{version}[/] is CURRENT in {settings.model_dir}")
+
+
+def _train(settings: Settings) -> str:
+    from shopcast.storage import open_store
+    from shopcast.training.bundle import save_bundle, train_bundle
+
+    store = open_store(settings.database_url)
+    try:
+        with console.status("training…") as status:
+            bundle = train_bundle(
+                store, settings.recommend, progress=lambda s: status.update(f"training: {s}")
+            )
+        save_bundle(bundle, settings.model_dir)
+    finally:
+        store.close()
+    stats = ", ".join(f"{k}={v}" for k, v in bundle.stats.items())
+    console.print(f"trained on {stats}")
+    return bundle.version
+
+
+@app.command()
+@friendly
+def recommend(
+    user_id: Annotated[str, typer.Argument(help="The user to recommend for")],
+    k: Annotated[int, typer.Option(min=1, help="How many items")] = 10,
+    category: Annotated[str | None, typer.Option(help="Only this category")] = None,
+    db: Db = None,
+) -> None:
+    """Print recommendations for a user (what the API would answer)."""
+    from shopcast.serving.engine import Engine
+    from shopcast.serving.pipeline import RecommendRequest
+    from shopcast.storage import open_store
+
+    settings = settings_for(db)
+    store = open_store(settings.database_url)
+    try:
+        engine = Engine.open(store, settings)
+        rec = engine.recommend(RecommendRequest(user_id=user_id, k=k, category=category))
+    finally:
+        store.close()
+    table = Table(title=f"for {user_id} (model {rec.model_version})")
+    for col in ("#", "item", "title", "score", "why"):
+        table.add_column(col)
+    for i, item in enumerate(rec.items, 1):
+        table.add_row(str(i), item.item_id, item.title or "", f"{item.score:.3f}", item.reason)
+    console.print(table)
+
+
+@app.command()
+@friendly
+def demo(
+    port: Annotated[int, typer.Option(help="Port to serve on")] = 8000,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the demo keeps its database and models")
+    ] = Path("shopcast-data/demo"),
+    once: Annotated[
+        bool, typer.Option("--once", help="Do everything but serving, then exit")
+    ] = False,
+    simulated: Annotated[
+        bool, typer.Option("--simulated", help="Use the simulated shop even if data exists")
+    ] = False,
+) -> None:
+    """The whole loop: import a shop, train, serve on 127.0.0.1, print URLs to try.
+
+    Imports UCI Online Retail from SHOPCAST_DATA when present, otherwise a built-in
+    SIMULATED shop (labelled as such).
+    """
+    from shopcast.serving.engine import Engine
+    from shopcast.serving.pipeline import RecommendRequest
+    from shopcast.storage import open_store
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings_for(
+        f"sqlite:///{data_dir / 'shopcast.db'}", model_dir=data_dir / "models"
+    )
+    store = open_store(settings.database_url)
+    try:
+        if store.events.count() == 0:
+            _load_demo_shop(store, settings, simulated)
+        else:
+            console.print(f"using the shop already in {data_dir} ({store.events.count()} events)")
+    finally:
+        store.close()
+    _train(settings)
+    store = open_store(settings.database_url)
+    try:
+        user = _busiest_user(store)
+        engine = Engine.open(store, settings)
+        started = time.perf_counter()
+        rec = engine.recommend(RecommendRequest(user_id=user, k=5))
+        took = (time.perf_counter() - started) * 1000
+    finally:
+        store.close()
+    base = f"http://127.0.0.1:{port}"
+    console.print(f"\nrecommendations for customer [bold]{user}[/] ({took:.1f} ms):")
+    for item in rec.items:
+        console.print(f"  • {item.title or item.item_id} — {item.reason}")
+    console.print(f"\nAPI docs:        {base}/docs")
+    console.print(f"recommendation:  {base}/v1/users/{user}/recommendations?k=10")
+    console.print(f"health:          {base}/v1/health")
+    if not once:
+        _serve(settings, "127.0.0.1", port)
+
+
+def _load_demo_shop(store: Any, settings: Settings, simulated: bool) -> None:
+    from shopcast.ingest.importer import import_dataset, import_events, import_items, import_users
+
+    retail = settings.data_path / "uci-online-retail"
+    if retail.is_dir() and not simulated:
+        console.print(f"importing UCI Online Retail from {retail} (real data)")
+        summary = import_dataset(store, "online-retail", data_path=settings.data_path)
+        console.print(
+            f"  {summary.accepted:,} events in {summary.seconds:.1f} s "
+            f"({summary.rows_per_s:,.0f} rows/s); rejected: {summary.rejected}"
+        )
+        return
+    from shopcast.simulate import simulate_shop
+
+    console.print(
+        f"[yellow]no dataset under {settings.data_path}: using a SIMULATED shop "
+        "(synthetic data, for demonstration only)[/]"
+    )
+    shop = simulate_shop()
+    import_items(store, shop.items)
+    import_users(store, shop.users)
+    summary = import_events(store, shop.events)
+    console.print(f"  {summary.accepted:,} simulated events")
+
+
+def _busiest_user(store: Any) -> str:
+    import polars as pl
+
+    frame = store.events.frame()
+    users = frame.filter(pl.col("user_id").is_not_null()).group_by("user_id").len()
+    if users.height == 0:
+        return "nobody"
+    return str(users.sort(["len", "user_id"], descending=[True, False])["user_id"][0])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The catalog as the serving pipeline needs it: arrays over the item vocabulary.
+
+Items that appear in events but not in the catalog are still recommendable (shops
+often send events before the catalog feed); they simply have no title or category.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import numpy as np
+
+from shopcast.domain import Item
+from shopcast.models._base import BoolArray, IntArray, Vocabulary
+
+
+class CatalogIndex:
+    """Item metadata by vocabulary index, plus cached per-category masks."""
+
+    def __init__(self, items: Vocabulary) -> None:
+        self.vocab = items
+        self._meta: dict[int, Item] = {}
+        self._out_of_stock: set[int] = set()
+        self._masks: dict[str, BoolArray] = {}
+        self._lock = threading.Lock()
+
+    def upsert(self, items: Iterable[Item]) -> None:
+        with self._lock:
+            for item in items:
+                idx = self.vocab.add(item.item_id)
+                self._meta[idx] = item
+                if item.in_stock:
+                    self._out_of_stock.discard(idx)
+                else:
+                    self._out_of_stock.add(idx)
+            self._masks.clear()
+
+    def delete(self, item_id: str) -> None:
+        idx = self.vocab.index(item_id)
+        with self._lock:
+            if self._meta.pop(idx, None) is not None:
+                self._out_of_stock.discard(idx)
+                self._masks.clear()
+
+    def get(self, idx: int) -> Item | None:
+        return self._meta.get(idx)
+
+    def title(self, idx: int) -> str:
+        item = self._meta.get(idx)
+        return item.title if item is not None and item.title else self.vocab.id(idx)
+
+    def category_of(self, idx: int) -> list[str]:
+        item = self._meta.get(idx)
+        return item.category if item is not None else []
+
+    def category_mask(self, category: str) -> BoolArray:
+        """Items whose category path contains ``category`` at any level (case-insensitive)."""
+        key = category.strip().lower()
+        with self._lock:
+            mask = self._masks.get(key)
+            if mask is None or mask.shape[0] != len(self.vocab):
+                mask = np.zeros(len(self.vocab), dtype=bool)
+                for idx, item in self._meta.items():
+                    if any(level.lower() == key for level in item.category):
+                        mask[idx] = True
+                self._masks[key] = mask
+            return mask
+
+    def available(self, candidates: IntArray) -> BoolArray:
+        """False for items known to be out of stock."""
+        if not self._out_of_stock:
+            return np.ones(candidates.shape[0], dtype=bool)
+        out = np.fromiter(self._out_of_stock, np.int64, len(self._out_of_stock))
+        return ~np.isin(candidates, out)

@@ -1,0 +1,174 @@
+"""The serving engine: the model bundle in service, live sessions, the catalog index.
+
+``observe`` is called with every freshly committed batch of events (before the
+API acknowledges it), so the very next request sees the shopper's latest action:
+the live session feeds the co-visitation source and the models learn online.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from shopcast.config import Settings
+from shopcast.domain import Event, Item, Recommendation, RecommendedItem
+from shopcast.errors import NotFoundError
+from shopcast.models._base import EVENT_CODES, Interactions, Vocabulary
+from shopcast.serving.catalog import CatalogIndex
+from shopcast.serving.pipeline import RecommendPipeline, RecommendRequest
+from shopcast.serving.state import MemorySessions
+from shopcast.storage import Store
+from shopcast.training.bundle import ModelBundle, load_current, train_bundle
+
+
+def interactions_from_events(
+    events: Sequence[Event], users: Vocabulary, items: Vocabulary
+) -> Interactions:
+    """A small ``Interactions`` batch from domain events (vocabularies grow in place)."""
+    evs = [e for e in events if e.item_id is not None]
+    return Interactions(
+        users=users,
+        items=items,
+        user=users.indices([e.subject for e in evs], add=True),
+        item=items.indices([e.item_id for e in evs if e.item_id is not None], add=True),
+        type=np.fromiter((EVENT_CODES[e.type] for e in evs), np.int64, len(evs)),
+        ts=np.fromiter((e.timestamp for e in evs), np.float64, len(evs)),
+        value=np.fromiter(
+            (np.nan if e.value is None else e.value for e in evs), np.float64, len(evs)
+        ),
+    )
+
+
+class Engine:
+    """Answers recommendation requests and learns from every event."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        bundle: ModelBundle,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self._lock = threading.RLock()
+        self.sessions = MemorySessions(self._history, length=settings.recommend.session_length)
+        self._install(bundle)
+
+    @classmethod
+    def open(cls, store: Store, settings: Settings) -> Engine:
+        """Load the CURRENT bundle (or fit one on the log) and catch up on newer events."""
+        bundle = load_current(settings.model_dir)
+        if bundle is None:
+            bundle = train_bundle(store, settings.recommend)
+        engine = cls(store, settings, bundle)
+        engine.catch_up()
+        return engine
+
+    def _install(self, bundle: ModelBundle) -> None:
+        catalog = CatalogIndex(bundle.items)
+        catalog.upsert(self.store.items.scan())
+        self.bundle = bundle
+        self.subjects = Vocabulary()
+        self.catalog = catalog
+        self.pipeline = RecommendPipeline(bundle, catalog, self.sessions)
+
+    def swap(self, bundle: ModelBundle) -> None:
+        """Put a newly trained bundle in service and replay the events it has not seen."""
+        with self._lock:
+            self._install(bundle)
+            self.catch_up()
+
+    def catch_up(self) -> int:
+        """Learn the events committed after the bundle was trained; returns how many."""
+        with self._lock:
+            frame = self.store.events.frame(after_seq=self.bundle.trained_until)
+            if frame.height == 0:
+                return 0
+            data = Interactions.from_frame(frame, users=self.subjects, items=self.bundle.items)
+            self._learn(data)
+            self.bundle.trained_until = int(frame["seq"].max() or 0)
+            return frame.height
+
+    # -- writes -----------------------------------------------------------------
+
+    def observe(self, events: Sequence[Event]) -> None:
+        """Apply committed events: models learn online, live sessions move on."""
+        if not events:
+            return
+        with self._lock:
+            self._learn(interactions_from_events(events, self.subjects, self.bundle.items))
+            self.sessions.observe(list(events))
+
+    def _learn(self, data: Interactions) -> None:
+        if len(data):
+            self.bundle.popularity.learn(data)
+            self.bundle.covisit.learn(data)
+
+    def upsert_items(self, items: Sequence[Item]) -> None:
+        with self._lock:
+            self.catalog.upsert(items)
+
+    def delete_item(self, item_id: str) -> None:
+        with self._lock:
+            self.catalog.delete(item_id)
+
+    def forget_user(self, user_id: str) -> None:
+        self.sessions.forget(f"u:{user_id}")
+
+    # -- reads ------------------------------------------------------------------
+
+    def recommend(self, request: RecommendRequest) -> Recommendation:
+        with self._lock:
+            return self.pipeline.run(request, self.clock())
+
+    def similar(self, item_id: str, k: int) -> Recommendation:
+        """Items co-visited with ``item_id``, filled with popular items of its category."""
+        with self._lock:
+            idx = self.bundle.items.index(item_id)
+            if idx < 0:
+                raise NotFoundError(f"item {item_id!r} is unknown (not in the catalog or events)")
+            neighbours, weights = self.bundle.covisit.neighbors(idx, k + 1)
+            keep = (neighbours != idx) & self.catalog.available(neighbours)
+            neighbours, weights = neighbours[keep][:k], weights[keep][:k]
+            title = self.catalog.title(idx)
+            items = [
+                self._item(int(n), float(w), "covisit", f"often together with {title}")
+                for n, w in zip(neighbours, weights)
+            ]
+            path = self.catalog.category_of(idx)
+            if len(items) < k and path:
+                seen = {idx, *neighbours.tolist()}
+                mask = self.catalog.category_mask(path[-1])
+                for n in self.bundle.popularity.top(k + len(seen), mask=mask).tolist():
+                    if len(items) == k:
+                        break
+                    if n not in seen and self.catalog.available(np.array([n]))[0]:
+                        items.append(self._item(n, 0.0, "category_popular", f"popular in {path[-1]}"))
+            return Recommendation(
+                recommendation_id=uuid.uuid4().hex,
+                model_version=self.bundle.version,
+                items=items,
+                sources={s: sum(i.source == s for i in items) for s in {i.source for i in items}},
+            )
+
+    def _item(self, idx: int, score: float, source: str, reason: str) -> RecommendedItem:
+        meta = self.catalog.get(idx)
+        return RecommendedItem(
+            item_id=self.bundle.items.id(idx),
+            score=round(score, 6),
+            source=source,
+            reason=reason,
+            title=meta.title if meta else None,
+            category=meta.category if meta else [],
+            price=meta.price if meta else None,
+        )
+
+    def _history(self, subject: str, limit: int) -> list[Event]:
+        rows = self.store.events.scan(subject=subject, limit=limit, newest_first=True)
+        return [event for _, event in reversed(rows)]
