@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,6 +40,8 @@ def default_data_path() -> Path:
 
 
 class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_batch: int = Field(1000, ge=1, le=100_000, description="Events per POST")
@@ -47,6 +49,8 @@ class ApiSettings(BaseModel):
 
 
 class RecommendSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     default_k: int = Field(10, ge=1, le=1000)
     max_k: int = Field(200, ge=1, le=10_000)
     popularity_half_life_days: float = Field(14.0, gt=0)

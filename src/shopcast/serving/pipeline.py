@@ -34,14 +34,14 @@ CATEGORY_WEIGHT = 0.05
 SEED_ITEMS = 5
 NEIGHBOURS_PER_SEED = 50
 
-_VERBS = {
-    EVENT_CODES[EventType.VIEW]: "viewed",
-    EVENT_CODES[EventType.CLICK]: "viewed",
-    EVENT_CODES[EventType.ADD_TO_CART]: "added",
-    EVENT_CODES[EventType.REMOVE_FROM_CART]: "looked at",
-    EVENT_CODES[EventType.PURCHASE]: "bought",
-    EVENT_CODES[EventType.RATE]: "rated",
-    EVENT_CODES[EventType.FAVORITE]: "saved",
+_BECAUSE = {
+    EVENT_CODES[EventType.VIEW]: "because you viewed {}",
+    EVENT_CODES[EventType.CLICK]: "because you viewed {}",
+    EVENT_CODES[EventType.ADD_TO_CART]: "because you added {} to your cart",
+    EVENT_CODES[EventType.REMOVE_FROM_CART]: "because you looked at {}",
+    EVENT_CODES[EventType.PURCHASE]: "because you bought {}",
+    EVENT_CODES[EventType.RATE]: "because you rated {}",
+    EVENT_CODES[EventType.FAVORITE]: "because you saved {}",
 }
 
 
@@ -193,8 +193,7 @@ class RecommendPipeline:
             source = ranked.sources[pos]
             contributor = int(contributors[len(out)])
             if source == "covisit" and contributor >= 0:
-                verb = self._verb(ctx, contributor)
-                reason = f"because you {verb} {self.catalog.title(contributor)}"
+                reason = self._because(ctx, contributor).format(self.catalog.title(contributor))
             elif source == "category_popular" and latest_category is not None:
                 reason = f"popular in {latest_category}"
             elif request.category:
@@ -226,11 +225,11 @@ class RecommendPipeline:
         return None
 
     @staticmethod
-    def _verb(ctx: Context, item: int) -> str:
+    def _because(ctx: Context, item: int) -> str:
+        """The phrase for the shopper's latest action on ``item``."""
         hits = np.flatnonzero(ctx.recent_items == item)
-        if hits.size == 0:
-            return "viewed"
-        return _VERBS.get(int(ctx.recent_types[hits[-1]]), "viewed")
+        default = _BECAUSE[EVENT_CODES[EventType.VIEW]]
+        return _BECAUSE.get(int(ctx.recent_types[hits[-1]]), default) if hits.size else default
 
 
 def _latest_unique(recent: IntArray, n: int) -> IntArray:
