@@ -1,0 +1,36 @@
+"""Recommendation models behind one protocol, and a registry of their names.
+
+Every model passes ``tests/models/test_contract.py``; register a new one in ``MODELS``.
+"""
+
+from __future__ import annotations
+
+from shopcast.errors import ModelError
+from shopcast.models._base import Context, Interactions, OnlineLearner, Recommender, Vocabulary
+from shopcast.models.covisit import CoVisitation
+from shopcast.models.popularity import Popularity
+
+#: Every model by its ``name``.
+MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (Popularity, CoVisitation)}
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The model class registered as ``name``; ``ModelError`` lists the known names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        known = ", ".join(sorted(MODELS))
+        raise ModelError(f"unknown model {name!r}; known models: {known}") from None
+
+
+__all__ = [
+    "MODELS",
+    "CoVisitation",
+    "Context",
+    "Interactions",
+    "OnlineLearner",
+    "Popularity",
+    "Recommender",
+    "Vocabulary",
+    "model_class",
+]
