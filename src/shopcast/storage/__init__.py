@@ -36,6 +36,4 @@ def open_store(url: str) -> Store:
         from shopcast.storage._memory import MemoryStore
 
         return MemoryStore(url)
-    raise UnknownBackendError(
-        f"no storage backend for {url!r}; use sqlite:///path.db or memory://"
-    )
+    raise UnknownBackendError(f"no storage backend for {url!r}; use sqlite:///path.db or memory://")
