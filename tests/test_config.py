@@ -27,10 +27,10 @@ def test_toml_then_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_errors_name_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "shopcast.toml").write_text("[recommend]\nevent_weights = {teleport = 1.0}\n")
-    with pytest.raises(ConfigError, match="recommend.event_weights"):
+    with pytest.raises(ConfigError, match=r"recommend\.event_weights"):
         load_settings()
     (tmp_path / "shopcast.toml").write_text("[api]\nbogus = 1\n")
-    with pytest.raises(ConfigError, match="api.bogus"):
+    with pytest.raises(ConfigError, match=r"api\.bogus"):
         load_settings()
     monkeypatch.setenv("SHOPCAST_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(ConfigError, match="does not exist"):

@@ -28,7 +28,16 @@ def _free_port() -> int:
 def _start(db: Path, port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SHOPCAST_MODEL_DIR": str(tmp_path / "models")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shopcast.cli", "serve", "--db", f"sqlite:///{db}", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "shopcast.cli",
+            "serve",
+            "--db",
+            f"sqlite:///{db}",
+            "--port",
+            str(port),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -55,7 +64,12 @@ def test_acknowledged_events_survive_sigkill(tmp_path: Path) -> None:
             n = 0
             while not stop.is_set():
                 batch = [
-                    {"event_id": f"k{n}-{j}", "type": "view", "user_id": f"u{j % 7}", "item_id": f"i{j}"}
+                    {
+                        "event_id": f"k{n}-{j}",
+                        "type": "view",
+                        "user_id": f"u{j % 7}",
+                        "item_id": f"i{j}",
+                    }
                     for j in range(50)
                 ]
                 n += 1

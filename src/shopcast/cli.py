@@ -68,7 +68,9 @@ def _import_app() -> typer.Typer:
 
 
 app.add_typer(
-    _import_app(), name="import", help="Import events, items, users or a dataset (CSV/JSONL/Parquet)."
+    _import_app(),
+    name="import",
+    help="Import events, items, users or a dataset (CSV/JSONL/Parquet).",
 )
 
 
@@ -172,9 +174,7 @@ def demo(
     from shopcast.storage import open_store
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = settings_for(
-        f"sqlite:///{data_dir / 'shopcast.db'}", model_dir=data_dir / "models"
-    )
+    settings = settings_for(f"sqlite:///{data_dir / 'shopcast.db'}", model_dir=data_dir / "models")
     store = open_store(settings.database_url)
     try:
         if store.events.count() == 0:

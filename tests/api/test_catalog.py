@@ -33,7 +33,9 @@ def test_bulk_items_keep_good_ones(client: TestClient) -> None:
     )
     assert r.status_code == 422
     assert r.json()["upserted"] == 2
-    assert r.json()["errors"] == [{"field": "stock", "reason": r.json()["errors"][0]["reason"], "index": 1}]
+    assert r.json()["errors"] == [
+        {"field": "stock", "reason": r.json()["errors"][0]["reason"], "index": 1}
+    ]
     assert client.get("/v1/items/c").status_code == 200
 
 

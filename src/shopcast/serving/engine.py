@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import polars as pl
 
 from shopcast.config import Settings
 from shopcast.domain import Event, Item, Recommendation, RecommendedItem
@@ -92,7 +93,7 @@ class Engine:
                 return 0
             data = Interactions.from_frame(frame, users=self.subjects, items=self.bundle.items)
             self._learn(data)
-            self.bundle.trained_until = int(frame["seq"].max() or 0)
+            self.bundle.trained_until = int(frame.select(pl.col("seq").max()).item() or 0)
             return frame.height
 
     # -- writes -----------------------------------------------------------------
@@ -139,7 +140,7 @@ class Engine:
             title = self.catalog.title(idx)
             items = [
                 self._item(int(n), float(w), "covisit", f"often together with {title}")
-                for n, w in zip(neighbours, weights)
+                for n, w in zip(neighbours, weights, strict=True)
             ]
             path = self.catalog.category_of(idx)
             if len(items) < k and path:
@@ -149,7 +150,9 @@ class Engine:
                     if len(items) == k:
                         break
                     if n not in seen and self.catalog.available(np.array([n]))[0]:
-                        items.append(self._item(n, 0.0, "category_popular", f"popular in {path[-1]}"))
+                        items.append(
+                            self._item(n, 0.0, "category_popular", f"popular in {path[-1]}")
+                        )
             return Recommendation(
                 recommendation_id=uuid.uuid4().hex,
                 model_version=self.bundle.version,

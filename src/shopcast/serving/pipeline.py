@@ -72,7 +72,9 @@ class Ranked:
 
     def keep(self, mask: BoolArray) -> Ranked:
         return Ranked(
-            self.items[mask], self.scores[mask], [s for s, m in zip(self.sources, mask) if m]
+            self.items[mask],
+            self.scores[mask],
+            [s for s, m in zip(self.sources, mask, strict=True) if m],
         )
 
 
@@ -141,7 +143,9 @@ class RecommendPipeline:
         out: dict[str, IntArray] = {}
         seeds = _latest_unique(shopper.context.recent_items, SEED_ITEMS)
         if seeds.size:
-            neighbours = [self.bundle.covisit.neighbors(int(s), NEIGHBOURS_PER_SEED)[0] for s in seeds]
+            neighbours = [
+                self.bundle.covisit.neighbors(int(s), NEIGHBOURS_PER_SEED)[0] for s in seeds
+            ]
             out["covisit"] = np.unique(np.concatenate(neighbours))
             category = self._latest_category(shopper.context.recent_items)
             if category is not None:
@@ -163,7 +167,7 @@ class RecommendPipeline:
         )
         sources = [
             "covisit" if c > 0 else ("category_popular" if cat else "popular")
-            for c, cat in zip(covis.tolist(), in_category.tolist())
+            for c, cat in zip(covis.tolist(), in_category.tolist(), strict=True)
         ]
         return Ranked(pool, scores, sources)
 
@@ -189,7 +193,7 @@ class RecommendPipeline:
         )
         latest_category = self._latest_category(ctx.recent_items)
         out: list[RecommendedItem] = []
-        for pos, idx in zip(order.tolist(), chosen.tolist()):
+        for pos, idx in zip(order.tolist(), chosen.tolist(), strict=True):
             source = ranked.sources[pos]
             contributor = int(contributors[len(out)])
             if source == "covisit" and contributor >= 0:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from shopcast.config import RecommendSettings
 from shopcast.errors import ModelError
 from shopcast.models import CoVisitation, Interactions, Popularity, Vocabulary
@@ -67,7 +69,7 @@ def train_bundle(
     report("load events")
     items = Vocabulary(item.item_id for item in store.items.scan())
     frame = store.events.frame()
-    trained_until = int(frame["seq"].max() or 0) if frame.height else 0
+    trained_until = int(frame.select(pl.col("seq").max()).item() or 0) if frame.height else 0
     data = Interactions.from_frame(frame, items=items)
     popularity, covisit = make_models(cfg)
     report("fit popularity")

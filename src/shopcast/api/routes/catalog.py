@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from enum import Enum
 from typing import Any
 
 import pydantic
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from shopcast.api.routes._common import engine_of, json_body, settings_of, store_of
 from shopcast.domain import Item, User
-from shopcast.errors import FieldError, NotFoundError, ValidationError
+from shopcast.errors import BatchTooLargeError, FieldError, NotFoundError, ValidationError
 from shopcast.ingest.validate import field_errors
 from shopcast.serving.engine import Engine
 from shopcast.storage import Repository
@@ -31,8 +32,6 @@ def _records(raw: Any, key: str, max_batch: int) -> list[Any]:
             [FieldError("body", f"got JSON {type(raw).__name__}")],
         )
     if len(raw) > max_batch:
-        from shopcast.errors import BatchTooLargeError
-
         raise BatchTooLargeError(
             f"the batch has {len(raw)} {key}; at most {max_batch} per request",
             [FieldError(key, f"{len(raw)} > limit {max_batch}")],
@@ -51,7 +50,7 @@ def _resource(
 ) -> None:
     """Register the five routes of one keyed resource."""
     key = f"{name}_id"
-    tag = [plural]
+    tag: list[str | Enum] = [plural]
 
     def validate(record: Any, index: int | None, path_id: str | None) -> Record | list[FieldError]:
         if not isinstance(record, dict):
