@@ -160,9 +160,7 @@ def parse_timestamp(value: object) -> float:
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" UTC", "+00:00"))
         except ValueError:
-            raise ValueError(
-                f"{value!r} is not an ISO 8601 date-time or an epoch number"
-            ) from None
+            raise ValueError(f"{value!r} is not an ISO 8601 date-time or an epoch number") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         ts = dt.timestamp()

@@ -42,7 +42,7 @@ def event_records(raw: object, *, max_batch: int) -> list[object]:
         records = raw
     else:
         raise ValidationError(
-            "the body must be an event object, a list of events or {\"events\": [...]}",
+            'the body must be an event object, a list of events or {"events": [...]}',
             [FieldError("body", f"got JSON {type(raw).__name__}")],
         )
     if not records:
