@@ -145,3 +145,27 @@ class Recommender(Protocol):
 @runtime_checkable
 class OnlineLearner(Protocol):
     def learn(self, data: Interactions) -> None: ...
+
+
+@runtime_checkable
+class BatchScorer(Protocol):
+    """Models that score the whole item vocabulary for many shoppers at once.
+
+    Row ``r`` of the result holds the scores of every fitted item (index order) for
+    ``contexts[r]``; the evaluation harness uses it for full-ranking metrics and
+    falls back to ``score(context, arange(n_items))`` for models without it.
+    """
+
+    def score_all(self, contexts: Sequence[Context]) -> FloatArray: ...
+
+
+@runtime_checkable
+class RatingPredictor(Protocol):
+    """Models that predict explicit ratings (Q1).
+
+    ``user`` and ``item`` are indices into the ``users`` / ``items`` vocabularies of
+    the ``Interactions`` the model was fitted on; unknown indices (-1 or beyond the
+    fitted range) get the model's best prior (e.g. global mean + known biases).
+    """
+
+    def predict(self, user: IntArray, item: IntArray) -> FloatArray: ...
