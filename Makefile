@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TORCH  := torch==2.13.0
 export OPENBLAS_NUM_THREADS ?= 1
-export SHOPCAST_DATA ?= $(abspath ../shared/datasets)
+SHOPCAST_DATA ?= $(abspath ../shared/datasets)
+export SHOPCAST_DATA
 
 .PHONY: install demo test test-all lint format bench clean
 
