@@ -20,6 +20,7 @@ from shopcast.models import (
     Vocabulary,
     model_class,
 )
+from shopcast.models._base import BatchScorer, RatingPredictor
 
 from .synthetic import DAY, T0, ev, interactions
 
@@ -27,8 +28,11 @@ NAMES = sorted(MODELS)
 ITEMS = ["A", "B", "C", "D", "E", "F"]
 
 
-def shop() -> Interactions:
-    """Four shoppers (one anonymous) over items A-F; A and E are never seen together."""
+def shop(ratings: bool = False) -> Interactions:
+    """Four shoppers (one anonymous) over items A-F; A and E are never seen together.
+
+    With ``ratings`` (for rating models) each shopper also rates what it saw, 1-5 stars.
+    """
     rows = [
         ev("u1", "A", ts=T0 - 3 * DAY),
         ev("u1", "B", ts=T0 - 3 * DAY + 60),
@@ -44,7 +48,17 @@ def shop() -> Interactions:
         ev("u3", "E", ts=T0 - 5 * DAY + 60),
         ev("u3", "F", "favorite", ts=T0),
     ]
+    if ratings:
+        stars = [("u1", "A", 5), ("u1", "B", 4), ("u1", "C", 5), ("u2", "A", 2), ("u2", "B", 3)]
+        stars += [("u3", "D", 4), ("u3", "E", 1), ("u3", "F", 3)]
+        rows += [ev(u, i, "rate", ts=T0 + k, value=float(v)) for k, (u, i, v) in enumerate(stars)]
+        rows += [ev(None, "B", "rate", ts=T0 + 9, session="s9", value=4.0)]
     return interactions(rows, Vocabulary(), Vocabulary(ITEMS))
+
+
+def data_for(model: Recommender) -> Interactions:
+    """The shop a model is fitted on: with ratings for rating predictors."""
+    return shop(ratings=isinstance(model, RatingPredictor))
 
 
 CONTEXTS = [
@@ -72,7 +86,7 @@ def test_registry_names_match_and_unknown_names_are_listed() -> None:
 
 def test_fit_returns_self_and_model_is_a_recommender(model: Recommender) -> None:
     assert isinstance(model, Recommender)
-    assert model.fit(shop()) is model
+    assert model.fit(data_for(model)) is model
 
 
 def test_use_before_fit_raises(model: Recommender, tmp_path: Path) -> None:
@@ -82,11 +96,11 @@ def test_use_before_fit_raises(model: Recommender, tmp_path: Path) -> None:
         model.save(tmp_path)
     if isinstance(model, OnlineLearner):
         with pytest.raises(NotFittedError):
-            model.learn(shop())
+            model.learn(data_for(model))
 
 
 def test_score_shape_dtype_and_unknown_items(model: Recommender) -> None:
-    model.fit(shop())
+    model.fit(data_for(model))
     candidates = np.array([2, -1, 0, len(ITEMS), 10**9, 2])
     for context in CONTEXTS:
         s = model.score(context, candidates)
@@ -99,7 +113,7 @@ def test_score_shape_dtype_and_unknown_items(model: Recommender) -> None:
 
 
 def test_save_load_round_trip(model: Recommender, tmp_path: Path) -> None:
-    data = shop()
+    data = data_for(model)
     model.fit(data)
     model.save(tmp_path / "m")
     loaded = type(model).load(tmp_path / "m", data.items)
@@ -110,7 +124,7 @@ def test_save_load_round_trip(model: Recommender, tmp_path: Path) -> None:
 def test_load_refuses_other_models_and_other_vocabularies(
     model: Recommender, tmp_path: Path
 ) -> None:
-    data = shop()
+    data = data_for(model)
     model.fit(data).save(tmp_path / "m")
     with pytest.raises(ModelError, match="vocabulary"):
         type(model).load(tmp_path / "m", Vocabulary(ITEMS[:2]))
@@ -127,9 +141,9 @@ def test_load_refuses_other_models_and_other_vocabularies(
 
 
 def test_fit_is_deterministic(model: Recommender) -> None:
-    first = scores(model.fit(shop()))
-    again = scores(model.fit(shop()))
-    fresh = scores(type(model)().fit(shop()))
+    first = scores(model.fit(data_for(model)))
+    again = scores(model.fit(data_for(model)))
+    fresh = scores(type(model)().fit(data_for(model)))
     for a, b, c in zip(first, again, fresh, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
@@ -144,7 +158,7 @@ def online_events(data: Interactions) -> Interactions:
 def test_learn_raises_the_learned_items(model: Recommender, tmp_path: Path) -> None:
     if not isinstance(model, OnlineLearner):
         pytest.skip(f"{model.name} does not learn online")
-    data = shop()
+    data = data_for(model)
     model.fit(data)
     model.save(tmp_path / "m")
     e, g = 4, len(ITEMS)
@@ -160,3 +174,30 @@ def test_learn_raises_the_learned_items(model: Recommender, tmp_path: Path) -> N
     assert isinstance(loaded, OnlineLearner)
     loaded.learn(online_events(data))
     np.testing.assert_allclose(loaded.score(context, ALL), model.score(context, ALL))
+
+
+def test_score_all_matches_score(model: Recommender) -> None:
+    if not isinstance(model, BatchScorer):
+        pytest.skip(f"{model.name} has no score_all")
+    model.fit(data_for(model))
+    batch = model.score_all(CONTEXTS)
+    assert batch.dtype == np.float64 and batch.shape == (len(CONTEXTS), len(ITEMS))
+    for row, single in zip(batch, scores(model), strict=True):
+        np.testing.assert_allclose(row, single, rtol=1e-6, atol=1e-9)
+    assert model.score_all([]).shape[0] == 0
+
+
+def test_predict_ratings(model: Recommender, tmp_path: Path) -> None:
+    if not isinstance(model, RatingPredictor):
+        pytest.skip(f"{model.name} does not predict ratings")
+    data = data_for(model)
+    model.fit(data)
+    user = np.array([data.users.index("u:u1"), -1, data.users.index("u:u3"), 10**6])
+    item = np.array([0, 1, -1, len(ITEMS)])
+    r = model.predict(user, item)
+    assert r.dtype == np.float64 and r.shape == (4,)
+    assert np.all((r >= 1) & (r <= 5))
+    model.save(tmp_path / "m")
+    loaded = type(model).load(tmp_path / "m", data.items)
+    assert isinstance(loaded, RatingPredictor)
+    np.testing.assert_array_equal(loaded.predict(user, item), r)

@@ -8,10 +8,17 @@ from __future__ import annotations
 from shopcast.errors import ModelError
 from shopcast.models._base import Context, Interactions, OnlineLearner, Recommender, Vocabulary
 from shopcast.models.covisit import CoVisitation
+from shopcast.models.ease import EASE
+from shopcast.models.ials import ImplicitALS
+from shopcast.models.knn import ItemKNN
+from shopcast.models.mf import BiasedMF, BiasedMFALS, SVDpp
 from shopcast.models.popularity import Popularity
 
 #: Every model by its ``name``.
-MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (Popularity, CoVisitation)}
+MODELS: dict[str, type[Recommender]] = {
+    cls.name: cls
+    for cls in (Popularity, CoVisitation, EASE, ItemKNN, BiasedMF, BiasedMFALS, SVDpp, ImplicitALS)
+}
 
 
 def model_class(name: str) -> type[Recommender]:
@@ -24,13 +31,19 @@ def model_class(name: str) -> type[Recommender]:
 
 
 __all__ = [
+    "EASE",
     "MODELS",
+    "BiasedMF",
+    "BiasedMFALS",
     "CoVisitation",
     "Context",
+    "ImplicitALS",
     "Interactions",
+    "ItemKNN",
     "OnlineLearner",
     "Popularity",
     "Recommender",
+    "SVDpp",
     "Vocabulary",
     "model_class",
 ]
