@@ -25,7 +25,8 @@ stock_flag                  ``untracked`` (stock null), ``out_of_stock`` (0), ``
                             (1..``low_stock_threshold``), ``in_stock``
 price_group                 category path the price is compared within: the deepest prefix
                             of the item's path with >= ``min_group_size`` priced items at
-                            fit, else ``""`` (the whole catalog); null without a price
+                            fit (a category counts the items of its whole subtree), else
+                            ``""`` (the whole catalog); null without a price
 price_group_level           depth of that prefix (0 = whole catalog)
 price_group_size            priced items of that group at fit
 price_z                     ``(price - mean) / std`` in the group (population std; 0 when
