@@ -22,7 +22,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,6 +109,86 @@ class RecommendSettings(BaseModel):
         return v
 
 
+class ProfileSettings(BaseModel):
+    """User profiles, tags and segments (``shopcast.features``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    half_life_days: float = Field(30.0, gt=0, description="Decay of category/brand affinities")
+    top_n: int = Field(10, ge=1, le=1000, description="Affinities shown per profile")
+    recent_items: int = Field(20, ge=1, le=1000, description="Recent items kept per kind")
+    new_days: float = Field(14.0, gt=0, description="'new' while first seen within this")
+    at_risk_days: float = Field(30.0, gt=0, description="'at_risk' when inactive longer")
+    churn_days: float = Field(90.0, gt=0, description="'churned' when inactive longer")
+    segments: int = Field(8, ge=1, le=100, description="k of the k-means segments")
+    segment_seed: int = 0
+    reference_time: Literal["wall", "log"] = Field(
+        "wall", description="'now' of profiles: the wall clock, or the log's last event (replays)"
+    )
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> ProfileSettings:
+        if not self.at_risk_days < self.churn_days:
+            raise ValueError("at_risk_days must be smaller than churn_days")
+        return self
+
+
+class Boost(BaseModel):
+    """Multiply the score of matching items (a merchandiser's boost; < 1 buries)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: str | None = None
+    brand: str | None = None
+    item_id: str | None = None
+    factor: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Boost:
+        if sum(x is not None for x in (self.category, self.brand, self.item_id)) != 1:
+            raise ValueError("a boost names exactly one of category, brand or item_id")
+        return self
+
+
+class Pin(BaseModel):
+    """Put an item at a fixed position (1-based) in the given scenes (all when empty)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str
+    position: int = Field(ge=1)
+    scenes: list[str] = Field(default_factory=list)
+
+
+class Campaign(BaseModel):
+    """Sponsored items shown at configured positions, labelled as sponsored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: str
+    item_ids: list[str] = Field(min_length=1)
+    positions: list[int] = Field(default_factory=lambda: [3], description="1-based slots")
+    scenes: list[str] = Field(default_factory=list, description="All scenes when empty")
+    label: str = "sponsored"
+
+
+class MerchandisingSettings(BaseModel):
+    """Business rules applied after ranking (``shopcast.serving.rules``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    boosts: list[Boost] = Field(default_factory=list)
+    pins: list[Pin] = Field(default_factory=list)
+    campaigns: list[Campaign] = Field(default_factory=list)
+    rebuy_categories: list[str] = Field(
+        default_factory=list,
+        description="Consumables: purchased items under these categories stay recommendable",
+    )
+    diversity: float = Field(
+        0.3, ge=0, le=1, description="MMR strength: 0 = pure relevance, 1 = pure novelty"
+    )
+
+
 class Settings(BaseSettings):
     """All of Shopcast's configuration."""
 
@@ -121,6 +208,8 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     item_features: ItemFeatureSettings = Field(default_factory=ItemFeatureSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
+    merchandising: MerchandisingSettings = Field(default_factory=MerchandisingSettings)
+    profiles: ProfileSettings = Field(default_factory=ProfileSettings)
 
     @classmethod
     def settings_customise_sources(

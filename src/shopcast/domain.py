@@ -344,6 +344,7 @@ class RecommendedItem(BaseModel):
     score: float
     source: str = Field(description="Candidate source that proposed the item")
     reason: str = Field(description="Human-readable explanation")
+    sponsored: bool = Field(False, description="A paid placement (ad slot)")
     title: str | None = None
     category: list[str] = Field(default_factory=list)
     price: float | None = None
@@ -353,6 +354,11 @@ class Recommendation(BaseModel):
     recommendation_id: str
     user_id: str | None = None
     session_id: str | None = None
+    scene: str = "home"
+    page: int = 1
     model_version: str
     items: list[RecommendedItem]
     sources: dict[str, int] = Field(default_factory=dict, description="Items per source")
+    degraded: list[str] = Field(
+        default_factory=list, description="Sources that failed and were skipped"
+    )

@@ -289,6 +289,23 @@ class StoreContract:
         assert store.events.frame()["event_id"].to_list() == ["c", "d"]
         assert store.events.append([view("b")]).accepted == 1  # its id is free again
 
+    def test_assign_session_attributes_anonymous_events_to_the_user(self, store: Store) -> None:
+        store.events.append(
+            [
+                view("a", user=None, session_id="s1"),
+                view("b", user="u2", session_id="s1"),  # already someone's: unchanged
+                view("c", user=None, session_id="s2"),
+            ]
+        )
+        assert store.events.assign_session("s1", "u9") == 1
+        assert store.events.assign_session("s1", "u9") == 0
+        assert ids(store.events.scan(subject="u:u9")) == ["a"]
+        assert ids(store.events.scan(subject="u:u2")) == ["b"]
+        assert ids(store.events.scan(subject="s:s1")) == ["a", "b"]
+        frame = store.events.frame()
+        assert frame.filter(frame["event_id"] == "a")["user_id"].to_list() == ["u9"]
+        assert store.events.delete_user("u9") == 1
+
     def test_concurrent_appends_from_threads_lose_and_duplicate_nothing(self, store: Store) -> None:
         accepted: list[int] = []
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 import shopcast
 from shopcast.api.limits import BodyLimitMiddleware
-from shopcast.api.routes import catalog, events, features, health, recommend
+from shopcast.api.routes import catalog, events, features, health, profiles, recommend
 from shopcast.config import Settings
 from shopcast.errors import ShopcastError
 from shopcast.serving.engine import Engine
@@ -59,6 +59,6 @@ def create_app(
             status_code=422,
         )
 
-    for module in (health, events, catalog, recommend, features):
+    for module in (health, events, catalog, recommend, features, profiles):
         app.include_router(module.router)
     return app

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from shopcast.domain import Item
-from shopcast.models._base import BoolArray, IntArray, Vocabulary
+from shopcast.models._base import BoolArray, FloatArray, IntArray, Vocabulary
 
 
 class CatalogIndex:
@@ -53,6 +53,37 @@ class CatalogIndex:
     def category_of(self, idx: int) -> list[str]:
         item = self._meta.get(idx)
         return item.category if item is not None else []
+
+    def latest_category(self, recent: IntArray) -> str | None:
+        """The leaf category of the most recent item that has one."""
+        for idx in recent[::-1].tolist():
+            path = self.category_of(idx)
+            if path:
+                return path[-1]
+        return None
+
+    def attribute_mask(self, field: str, value: str) -> BoolArray:
+        """Items whose ``brand`` (or other text field) equals ``value`` (case-insensitive)."""
+        key = f"{field}={value.strip().lower()}"
+        with self._lock:
+            mask = self._masks.get(key)
+            if mask is None or mask.shape[0] != len(self.vocab):
+                mask = np.zeros(len(self.vocab), dtype=bool)
+                for idx, item in self._meta.items():
+                    found = getattr(item, field, None)
+                    if isinstance(found, str) and found.lower() == key.split("=", 1)[1]:
+                        mask[idx] = True
+                self._masks[key] = mask
+            return mask
+
+    def prices(self, candidates: IntArray) -> FloatArray:
+        """Price per candidate; NaN where unknown."""
+        out = np.full(candidates.shape[0], np.nan)
+        for pos, idx in enumerate(candidates.tolist()):
+            item = self._meta.get(idx)
+            if item is not None and item.price is not None:
+                out[pos] = item.price
+        return out
 
     def category_mask(self, category: str) -> BoolArray:
         """Items whose category path contains ``category`` at any level (case-insensitive)."""

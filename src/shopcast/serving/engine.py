@@ -16,9 +16,10 @@ import numpy as np
 import polars as pl
 
 from shopcast.config import Settings
-from shopcast.domain import Event, Item, Recommendation, RecommendedItem
+from shopcast.domain import Event, Item, Recommendation, RecommendedItem, User
 from shopcast.errors import NotFoundError
 from shopcast.features.live import LiveItemFeatures
+from shopcast.features.profile_index import ProfileIndex
 from shopcast.models._base import EVENT_CODES, Interactions, Vocabulary
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.pipeline import RecommendPipeline, RecommendRequest
@@ -60,6 +61,8 @@ class Engine:
         self.clock = clock
         self._lock = threading.RLock()
         self.sessions = MemorySessions(self._history, length=settings.recommend.session_length)
+        # User profiles: batch-built from the whole log here, then updated by observe.
+        self.profiles = ProfileIndex.from_store(store, settings, clock=clock)
         self._install(bundle)
 
     @classmethod
@@ -87,7 +90,9 @@ class Engine:
         self.bundle = bundle
         self.subjects = Vocabulary()
         self.catalog = catalog
-        self.pipeline = RecommendPipeline(bundle, catalog, self.sessions)
+        self.pipeline = RecommendPipeline(
+            bundle, catalog, self.sessions, self.settings.merchandising
+        )
 
     def swap(self, bundle: ModelBundle) -> None:
         """Put a newly trained bundle in service and replay the events it has not seen."""
@@ -115,24 +120,37 @@ class Engine:
         with self._lock:
             self._learn(interactions_from_events(events, self.subjects, self.bundle.items))
             self.sessions.observe(list(events))
+            self.profiles.observe(events)
 
     def _learn(self, data: Interactions) -> None:
         if len(data):
-            self.bundle.popularity.learn(data)
-            self.bundle.covisit.learn(data)
+            self.bundle.learn(data)
 
     def upsert_items(self, items: Sequence[Item]) -> None:
         with self._lock:
             self.catalog.upsert(items)
             self.item_features.upsert(items)
+            self.profiles.upsert_items(items)
 
     def delete_item(self, item_id: str) -> None:
         with self._lock:
             self.catalog.delete(item_id)
             self.item_features.delete(item_id)
 
+    def merge_session(self, user_id: str, session_id: str) -> int:
+        """An anonymous session joins the user (login): in the log and in live state."""
+        moved = self.store.events.assign_session(session_id, user_id)
+        with self._lock:
+            self.sessions.merge(f"s:{session_id}", f"u:{user_id}")
+        return moved
+
     def forget_user(self, user_id: str) -> None:
         self.sessions.forget(f"u:{user_id}")
+        self.profiles.forget(user_id)
+
+    def upsert_users(self, users: Sequence[User]) -> None:
+        """New user records: demographics, time zone and consent of the profiles."""
+        self.profiles.upsert_users(users)
 
     # -- reads ------------------------------------------------------------------
 

@@ -1,38 +1,83 @@
 """The online recommendation pipeline, as named stages.
 
-    context → candidates → rank → rules → explain
+    context → candidates → rank → rules → rerank → placements → explain
 
 - **context**: the live sessions of the user and/or anonymous session (recent items,
-  purchases), merged in time order.
-- **candidates**: each source proposes items: ``covisit`` (neighbours of the recent
-  items), ``category_popular`` (popular in the category of the latest item),
-  ``popular`` (time-decayed popularity, within the requested category if any).
-- **rank**: a blend of normalized co-visitation and popularity scores.
-- **rules**: drop purchased items, the request's ``exclude`` list, out-of-stock items
-  and items outside the requested category.
-- **explain**: a reason per item ("because you viewed X", "popular in Y").
+  purchases, cart), the scene's anchor items, what earlier pages showed.
+- **candidates**: the scene's sources (``sources.py``), each with its own score.
+- **rank**: a weighted blend of each source's scores scaled to [0, 1]; an item is
+  credited to the source contributing most to it.
+- **rules**: filters and boosts (``rules.py``).
+- **rerank**: maximal marginal relevance for diversity (``rerank.py``).
+- **placements**: merchandiser pins and sponsored slots.
+- **explain**: a reason per item ("because you viewed X", "popular in Y", "sponsored").
+
+A source that fails is skipped and named in ``degraded``; if the pipeline itself
+fails, the answer falls back to popular in-stock items: a model never turns a
+request into a 5xx.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 
+from shopcast.config import MerchandisingSettings
 from shopcast.domain import EventType, Recommendation, RecommendedItem
-from shopcast.models._base import EVENT_CODES, BoolArray, Context, FloatArray, IntArray
+from shopcast.models._base import EVENT_CODES, Context
 from shopcast.serving.catalog import CatalogIndex
+from shopcast.serving.rerank import MMR
+from shopcast.serving.rules import (
+    Boosts,
+    ExcludeSeen,
+    InStock,
+    Pins,
+    Placement,
+    Ranked,
+    RequestFilters,
+    Rule,
+    Slot,
+    Sponsored,
+)
+from shopcast.serving.sources import (
+    BuyAgainSource,
+    CandidateSource,
+    CategoryPopularSource,
+    CovisitSource,
+    PopularSource,
+    RecommendRequest,
+    Shopper,
+)
 from shopcast.serving.state import MemorySessions
 from shopcast.training.bundle import ModelBundle
 
-#: Weights of the blend in the rank stage (co-visitation dominates; popularity breaks ties).
-COVISIT_WEIGHT = 1.0
-POPULAR_WEIGHT = 0.1
-CATEGORY_WEIGHT = 0.05
-#: How many of the latest session items seed co-visitation candidates, and neighbours each.
-SEED_ITEMS = 5
-NEIGHBOURS_PER_SEED = 50
+__all__ = ["PUBLIC_SCENES", "SCENES", "RecommendPipeline", "RecommendRequest"]
+
+log = logging.getLogger(__name__)
+
+#: Scenes and the sources each one uses, with their blend weights.
+SCENES: dict[str, dict[str, float]] = {
+    "home": {"covisit": 1.0, "buy_again": 0.6, "category_popular": 0.15, "popular": 0.1},
+    "product_page": {
+        "covisit": 1.0,
+        "bought_together": 0.5,
+        "category_popular": 0.3,
+        "popular": 0.05,
+    },
+    "cart": {"bought_together": 1.0, "covisit": 0.5, "category_popular": 0.1, "popular": 0.1},
+    "post_purchase": {"bought_together": 1.0, "covisit": 0.5, "buy_again": 0.3, "popular": 0.05},
+    "search": {"popular": 1.0, "covisit": 0.5, "category_popular": 0.2},
+    # scenes of dedicated endpoints
+    "bought_together": {"bought_together": 1.0, "covisit": 0.3},
+    "trending": {"popular": 1.0},
+}
+#: Scenes a caller may name in ``?scene=``.
+PUBLIC_SCENES = ("home", "product_page", "cart", "post_purchase", "search")
+#: Extra candidates fetched per source beyond k (room for filters and diversity).
+HEADROOM = 50
 
 _BECAUSE = {
     EVENT_CODES[EventType.VIEW]: "because you viewed {}",
@@ -45,53 +90,58 @@ _BECAUSE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class RecommendRequest:
-    user_id: str | None = None
-    session_id: str | None = None
-    k: int = 10
-    category: str | None = None
-    exclude: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class Shopper:
-    """Output of the context stage."""
-
-    context: Context
-    excluded: set[int] = field(default_factory=set)
-
-
-@dataclass(slots=True)
-class Ranked:
-    """Candidates with their blended scores and the source that proposed each."""
-
-    items: IntArray
-    scores: FloatArray
-    sources: list[str]
-
-    def keep(self, mask: BoolArray) -> Ranked:
-        return Ranked(
-            self.items[mask],
-            self.scores[mask],
-            [s for s, m in zip(self.sources, mask, strict=True) if m],
-        )
-
-
 class RecommendPipeline:
     def __init__(
-        self, bundle: ModelBundle, catalog: CatalogIndex, sessions: MemorySessions
+        self,
+        bundle: ModelBundle,
+        catalog: CatalogIndex,
+        sessions: MemorySessions,
+        merchandising: MerchandisingSettings | None = None,
     ) -> None:
+        merch = merchandising or MerchandisingSettings()
         self.bundle = bundle
         self.catalog = catalog
         self.sessions = sessions
+        self.sources: dict[str, CandidateSource] = {
+            s.name: s
+            for s in (
+                CovisitSource(bundle, "covisit"),
+                CovisitSource(bundle, "bought_together"),
+                CategoryPopularSource(bundle, catalog),
+                PopularSource(bundle, catalog),
+                BuyAgainSource(),
+            )
+        }
+        self.rules: list[Rule] = [
+            ExcludeSeen(catalog, merch),
+            InStock(catalog),
+            RequestFilters(catalog),
+            Boosts(catalog, merch),
+        ]
+        self.rerank = MMR(catalog, merch.diversity)
+        self.placements: list[Placement] = [Pins(catalog, merch), Sponsored(catalog, merch)]
 
     def run(self, request: RecommendRequest, now: float) -> Recommendation:
-        shopper = self.context(request, now)
-        candidates = self.candidates(shopper, request)
-        ranked = self.rules(self.rank(shopper, candidates), shopper, request)
-        order = np.argsort(-ranked.scores, kind="stable")[: request.k]
-        items = self.explain(shopper, ranked, order, request)
+        degraded: list[str] = []
+        try:
+            shopper = self.context(request, now)
+            candidates = self.candidates(shopper, request, degraded)
+            ranked = self.rank(candidates, request)
+            for rule in self.rules:
+                ranked = rule(ranked, shopper, request)
+            order = self.rerank(ranked, request.k)
+            slate = [
+                Slot(int(ranked.items[p]), float(ranked.scores[p]), ranked.sources[p])
+                for p in order.tolist()
+            ]
+            for placement in self.placements:
+                slate = placement(slate, shopper, request)
+            items = self.explain(shopper, slate, request)
+            self._remember_shown(request, items)
+        except Exception:  # a model or rule bug must not become a 5xx
+            log.exception("recommendation pipeline failed; serving popular items")
+            degraded.append("pipeline")
+            items = self._fallback(request, now)
         sources: dict[str, int] = {}
         for item in items:
             sources[item.source] = sources.get(item.source, 0) + 1
@@ -99,9 +149,12 @@ class RecommendPipeline:
             recommendation_id=uuid.uuid4().hex,
             user_id=request.user_id,
             session_id=request.session_id,
+            scene=request.scene,
+            page=request.page,
             model_version=self.bundle.version,
             items=items,
             sources=sources,
+            degraded=degraded,
         )
 
     # -- stages -----------------------------------------------------------------
@@ -115,15 +168,21 @@ class RecommendPipeline:
         items: list[str] = []
         types: list[int] = []
         stamps: list[float] = []
-        purchased: set[str] = set()
+        purchases: dict[str, list[float]] = {}
+        cart: dict[str, float] = {}
+        shown: list[str] = []
         for subject in subjects:
             live = self.sessions.get(subject)
             items.extend(live.items)
             types.extend(live.type_codes().tolist())
             stamps.extend(live.ts)
-            purchased |= live.purchased
-        order = np.argsort(np.asarray(stamps, dtype=np.float64), kind="stable")
+            for item, times in live.purchases.items():
+                purchases[item] = sorted([*purchases.get(item, []), *times])
+            cart.update(live.cart)
+            if request.page > 1:
+                shown.extend(live.shown.get(request.scene, []))
         vocab = self.bundle.items
+        order = np.argsort(np.asarray(stamps, dtype=np.float64), kind="stable")
         recent = vocab.indices(items)[order] if items else np.empty(0, np.int64)
         known = recent >= 0
         context = Context(
@@ -134,84 +193,115 @@ class RecommendPipeline:
             recent_types=np.asarray(types, dtype=np.int64)[order][known],
             recent_ts=np.asarray(stamps, dtype=np.float64)[order][known],
         )
-        excluded = {i for i in vocab.indices([*purchased, *request.exclude]).tolist() if i >= 0}
-        return Shopper(context, excluded)
+        anchor_ids = list(request.items)
+        if not anchor_ids and request.scene == "cart":
+            anchor_ids = sorted(cart, key=cart.__getitem__, reverse=True)
+        if not anchor_ids and request.scene == "post_purchase" and purchases:
+            anchor_ids = [max(purchases, key=lambda i: purchases[i][-1])]
+        return Shopper(
+            context=context,
+            purchases={
+                i: t
+                for i, t in zip(
+                    vocab.indices(list(purchases)).tolist(), purchases.values(), strict=True
+                )
+                if i >= 0
+            },
+            cart=_known(vocab.indices(list(cart))),
+            anchors=_known(vocab.indices(anchor_ids)),
+            shown={i for i in vocab.indices(shown).tolist() if i >= 0},
+        )
 
-    def candidates(self, shopper: Shopper, request: RecommendRequest) -> dict[str, IntArray]:
-        pop = self.bundle.popularity
-        n = request.k + len(shopper.excluded) + 50
-        out: dict[str, IntArray] = {}
-        seeds = _latest_unique(shopper.context.recent_items, SEED_ITEMS)
-        if seeds.size:
-            neighbours = [
-                self.bundle.covisit.neighbors(int(s), NEIGHBOURS_PER_SEED)[0] for s in seeds
-            ]
-            out["covisit"] = np.unique(np.concatenate(neighbours))
-            category = self._latest_category(shopper.context.recent_items)
-            if category is not None:
-                out["category_popular"] = pop.top(n, mask=self.catalog.category_mask(category))
-        mask = self.catalog.category_mask(request.category) if request.category else None
-        out["popular"] = pop.top(n, mask=mask)
+    def candidates(
+        self, shopper: Shopper, request: RecommendRequest, degraded: list[str]
+    ) -> dict[str, Ranked]:
+        n = request.k + len(shopper.purchases) + len(shopper.shown) + HEADROOM
+        out: dict[str, Ranked] = {}
+        for name in SCENES[request.scene]:
+            try:
+                found = self.sources[name](shopper, request, n)
+            except Exception:
+                log.exception("candidate source %s failed", name)
+                degraded.append(name)
+                continue
+            if found.items.size:
+                out[name] = Ranked(found.items, found.scores, [name] * found.items.size)
         return out
 
-    def rank(self, shopper: Shopper, candidates: dict[str, IntArray]) -> Ranked:
-        pool = np.unique(np.concatenate(list(candidates.values())))
-        ctx = shopper.context
-        covis = self.bundle.covisit.score(ctx, pool)
-        popular = self.bundle.popularity.score(ctx, pool)
-        in_category = np.isin(pool, candidates.get("category_popular", np.empty(0, np.int64)))
-        scores = (
-            COVISIT_WEIGHT * _normalized(covis)
-            + POPULAR_WEIGHT * _normalized(popular)
-            + CATEGORY_WEIGHT * in_category
-        )
-        sources = [
-            "covisit" if c > 0 else ("category_popular" if cat else "popular")
-            for c, cat in zip(covis.tolist(), in_category.tolist(), strict=True)
-        ]
-        return Ranked(pool, scores, sources)
-
-    def rules(self, ranked: Ranked, shopper: Shopper, request: RecommendRequest) -> Ranked:
-        keep = self.catalog.available(ranked.items)
-        if shopper.excluded:
-            keep &= ~np.isin(ranked.items, np.fromiter(shopper.excluded, np.int64))
-        if request.category:
-            mask = self.catalog.category_mask(request.category)
-            inside = ranked.items < mask.shape[0]
-            keep &= inside & mask[np.where(inside, ranked.items, 0)]
-        return ranked.keep(keep)
+    def rank(self, candidates: dict[str, Ranked], request: RecommendRequest) -> Ranked:
+        if not candidates:
+            return Ranked(np.empty(0, np.int64), np.empty(0, np.float64), [])
+        pool = np.unique(np.concatenate([c.items for c in candidates.values()]))
+        weights = SCENES[request.scene]
+        parts = np.zeros((len(candidates), pool.shape[0]))
+        names = list(candidates)
+        for row, name in enumerate(names):
+            found = candidates[name]
+            top = float(found.scores.max())
+            scaled = found.scores / top if top > 0 else np.zeros_like(found.scores)
+            parts[row, np.searchsorted(pool, found.items)] = weights[name] * scaled
+        best = parts.argmax(axis=0)
+        return Ranked(pool, parts.sum(axis=0), [names[b] for b in best.tolist()])
 
     def explain(
-        self, shopper: Shopper, ranked: Ranked, order: IntArray, request: RecommendRequest
+        self, shopper: Shopper, slate: Sequence[Slot], request: RecommendRequest
     ) -> list[RecommendedItem]:
         ctx = shopper.context
-        chosen = ranked.items[order]
-        contributors = (
-            self.bundle.covisit.contributors(ctx, chosen)
-            if ctx.recent_items.size
-            else np.full(chosen.shape[0], -1, np.int64)
+        anchored = shopper.anchors.size > 0
+        basis = shopper.anchors[::-1] if anchored else ctx.recent_items
+        basis_ctx = (
+            Context(
+                now=ctx.now,
+                recent_items=basis,
+                recent_types=ctx.recent_types,
+                recent_ts=ctx.recent_ts,
+            )
+            if anchored
+            else ctx
         )
-        latest_category = self._latest_category(ctx.recent_items)
+        chosen = np.asarray([s.item for s in slate], dtype=np.int64)
+        contributors = np.full(chosen.shape[0], -1, np.int64)
+        if basis.size and chosen.size:
+            contributors = self.bundle.covisit.contributors(basis_ctx, chosen)
+            together = self.bundle.bought_together
+            if together is not None:
+                from_orders = together.contributors(basis_ctx, chosen)
+                use = np.asarray([s.source == "bought_together" for s in slate])
+                contributors = np.where(use, from_orders, contributors)
+        latest_category = self.catalog.latest_category(basis)
         out: list[RecommendedItem] = []
-        for pos, idx in zip(order.tolist(), chosen.tolist(), strict=True):
-            source = ranked.sources[pos]
-            contributor = int(contributors[len(out)])
-            if source == "covisit" and contributor >= 0:
-                reason = self._because(ctx, contributor).format(self.catalog.title(contributor))
+        for pos, slot in enumerate(slate):
+            source, contributor = slot.source, int(contributors[pos])
+            if source in ("covisit", "bought_together") and contributor >= 0:
+                title = self.catalog.title(contributor)
+                if request.scene == "cart":
+                    reason = f"goes with {title} in your cart"
+                elif source == "bought_together":
+                    reason = f"often bought together with {title}"
+                elif anchored:
+                    reason = f"often viewed with {title}"
+                else:
+                    reason = self._because(ctx, contributor).format(title)
+            elif source == "buy_again":
+                reason = "time to buy again: you buy this regularly"
+            elif source == "sponsored":
+                reason = slot.label or "sponsored"
+            elif source == "pinned":
+                reason = "featured"
             elif source == "category_popular" and latest_category is not None:
                 reason = f"popular in {latest_category}"
             elif request.category:
-                reason = f"popular in {request.category}"
+                source, reason = "popular", f"popular in {request.category}"
             else:
-                source = "popular" if source == "covisit" else source
-                reason = "popular right now"
-            item = self.catalog.get(idx)
+                source, reason = "popular", "popular right now"
+            item = self.catalog.get(slot.item)
             out.append(
                 RecommendedItem(
-                    item_id=self.bundle.items.id(idx),
-                    score=round(float(ranked.scores[pos]), 6),
+                    item_id=self.bundle.items.id(slot.item),
+                    score=round(slot.score, 6),
                     source=source,
                     reason=reason,
+                    sponsored=slot.source == "sponsored",
                     title=item.title if item else None,
                     category=item.category if item else [],
                     price=item.price if item else None,
@@ -221,12 +311,34 @@ class RecommendPipeline:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _latest_category(self, recent: IntArray) -> str | None:
-        for idx in recent[::-1].tolist():
-            path = self.catalog.category_of(idx)
-            if path:
-                return path[-1]
-        return None
+    def _remember_shown(self, request: RecommendRequest, items: list[RecommendedItem]) -> None:
+        if request.user_id is None and request.session_id is None:
+            return
+        subject = (
+            f"u:{request.user_id}" if request.user_id is not None else f"s:{request.session_id}"
+        )
+        live = self.sessions.get(subject)
+        ids = [i.item_id for i in items]
+        live.shown[request.scene] = (
+            ids if request.page <= 1 else [*live.shown.get(request.scene, []), *ids]
+        )
+
+    def _fallback(self, request: RecommendRequest, now: float) -> list[RecommendedItem]:
+        try:
+            top = self.bundle.popularity.top(request.k + HEADROOM)
+            top = top[self.catalog.available(top)][: request.k]
+            return [
+                RecommendedItem(
+                    item_id=self.bundle.items.id(int(i)),
+                    score=0.0,
+                    source="popular",
+                    reason="popular right now",
+                )
+                for i in top.tolist()
+            ]
+        except Exception:
+            log.exception("popularity fallback failed too")
+            return []
 
     @staticmethod
     def _because(ctx: Context, item: int) -> str:
@@ -236,17 +348,5 @@ class RecommendPipeline:
         return _BECAUSE.get(int(ctx.recent_types[hits[-1]]), default) if hits.size else default
 
 
-def _latest_unique(recent: IntArray, n: int) -> IntArray:
-    """The ``n`` most recent distinct items, most recent first."""
-    out: list[int] = []
-    for idx in recent[::-1].tolist():
-        if idx not in out:
-            out.append(idx)
-            if len(out) == n:
-                break
-    return np.asarray(out, dtype=np.int64)
-
-
-def _normalized(scores: FloatArray) -> FloatArray:
-    top = float(scores.max()) if scores.size else 0.0
-    return scores / top if top > 0 else np.zeros_like(scores)
+def _known(indices: np.ndarray) -> np.ndarray:
+    return indices[indices >= 0]

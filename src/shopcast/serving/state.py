@@ -18,16 +18,30 @@ import numpy as np
 from shopcast.domain import Event, EventType
 from shopcast.models._base import EVENT_CODES, IntArray
 
+#: Purchase times kept per item (enough to estimate a re-buy cycle).
+PURCHASE_HISTORY = 8
+
 
 @dataclass(slots=True)
 class LiveSession:
-    """Recent item events (oldest first) and every item the shopper bought."""
+    """A shopper's recent item events (oldest first), cart, purchases and what we showed.
+
+    ``purchases`` maps every bought item to its latest purchase times; ``cart`` holds
+    items added and not since removed or bought; ``shown`` holds, per scene, the items
+    returned on the pages of the current listing (page 1 starts a new listing).
+    """
 
     items: deque[str]
     types: deque[EventType]
     ts: deque[float]
     event_ids: deque[str | None]
-    purchased: set[str] = field(default_factory=set)
+    purchases: dict[str, list[float]] = field(default_factory=dict)
+    cart: dict[str, float] = field(default_factory=dict)
+    shown: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def purchased(self) -> set[str]:
+        return set(self.purchases)
 
     def add(self, event: Event) -> None:
         if event.item_id is None or event.type in (EventType.IMPRESSION, EventType.SEARCH):
@@ -39,7 +53,40 @@ class LiveSession:
         self.types.append(event.type)
         self.ts.append(event.timestamp)
         if event.type is EventType.PURCHASE:
-            self.purchased.add(event.item_id)
+            times = self.purchases.setdefault(event.item_id, [])
+            times.append(event.timestamp)
+            times.sort()
+            del times[:-PURCHASE_HISTORY]
+            self.cart.pop(event.item_id, None)
+        elif event.type is EventType.ADD_TO_CART:
+            self.cart[event.item_id] = event.timestamp
+        elif event.type is EventType.REMOVE_FROM_CART:
+            self.cart.pop(event.item_id, None)
+
+    def absorb(self, other: LiveSession) -> None:
+        """Merge another session (an anonymous one joining a user at login), time order."""
+        rows = sorted(
+            [*zip(self.items, self.types, self.ts, self.event_ids, strict=True)]
+            + [
+                r
+                for r in zip(other.items, other.types, other.ts, other.event_ids, strict=True)
+                if r[3] not in self.event_ids
+            ],
+            key=lambda r: r[2],
+        )
+        for store in (self.items, self.types, self.ts, self.event_ids):
+            store.clear()
+        for item, kind, ts, event_id in rows:
+            self.items.append(item)
+            self.types.append(kind)
+            self.ts.append(ts)
+            self.event_ids.append(event_id)
+        for item, times in other.purchases.items():
+            merged = sorted({*self.purchases.get(item, []), *times})
+            self.purchases[item] = merged[-PURCHASE_HISTORY:]
+        for item, ts in other.cart.items():
+            if item not in self.purchases or self.purchases[item][-1] < ts:
+                self.cart[item] = max(ts, self.cart.get(item, ts))
 
     def type_codes(self) -> IntArray:
         return np.fromiter((EVENT_CODES[t] for t in self.types), np.int64, len(self.types))
@@ -91,6 +138,13 @@ class MemorySessions:
                 session = self._sessions.get(event.subject)
                 if session is not None:
                     session.add(event)
+
+    def merge(self, session_subject: str, user_subject: str) -> None:
+        """Fold an anonymous session's live state into the user's."""
+        with self._lock:
+            source = self.get(session_subject)
+            self.get(user_subject).absorb(source)
+            self._sessions.pop(session_subject, None)
 
     def forget(self, subject: str) -> None:
         with self._lock:

@@ -104,6 +104,17 @@ class MemoryEventLog:
                     self._by_session[row[_SESSION]].discard(seq)
             return len(seqs)
 
+    def assign_session(self, session_id: str, user_id: str) -> int:
+        with self._lock:
+            changed = 0
+            for seq in sorted(self._by_session.get(session_id, set())):
+                row = self._rows[seq]
+                if row[_USER] is None:
+                    self._rows[seq] = (*row[:_USER], user_id, *row[_USER + 1 :])
+                    self._by_user.setdefault(user_id, set()).add(seq)
+                    changed += 1
+            return changed
+
     def count(self) -> int:
         with self._lock:
             return len(self._rows)

@@ -68,6 +68,10 @@ class EventLog(Protocol):
 
     def delete_user(self, user_id: str) -> int: ...
 
+    def assign_session(self, session_id: str, user_id: str) -> int:
+        """Attribute an anonymous session's events to a user (login); returns how many."""
+        ...
+
     def count(self) -> int: ...
 
 

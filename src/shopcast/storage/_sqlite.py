@@ -235,6 +235,11 @@ class SqliteEventLog:
         with self._db.write() as conn:
             return conn.execute("DELETE FROM events WHERE user_id = ?", [user_id]).rowcount
 
+    def assign_session(self, session_id: str, user_id: str) -> int:
+        with self._db.write() as conn:
+            sql = "UPDATE events SET user_id = ? WHERE session_id = ? AND user_id IS NULL"
+            return conn.execute(sql, [user_id, session_id]).rowcount
+
     def count(self) -> int:
         with self._db.read() as conn:
             return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])

@@ -2,8 +2,9 @@
 
 On disk (no pickle)::
 
-    <model_dir>/CURRENT                 name of the version in service
-    <model_dir>/<version>/manifest.json version, trained_until (event seq), stats
+    <model_dir>/CURRENT                 name of the version in service (see registry.py)
+    <model_dir>/<version>/manifest.json version, trained_until (event seq), data window,
+                                        config, stats
     <model_dir>/<version>/items.json    the item vocabulary, index order
     <model_dir>/<version>/<model>/      each model's own .npz + meta.json
 """
@@ -11,53 +12,99 @@ On disk (no pickle)::
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
 from shopcast.config import RecommendSettings
 from shopcast.errors import ModelError
-from shopcast.models import CoVisitation, Interactions, Popularity, Vocabulary
+from shopcast.models import (
+    CoVisitation,
+    Interactions,
+    OnlineLearner,
+    Popularity,
+    Recommender,
+    Vocabulary,
+    model_class,
+)
 from shopcast.storage import Store
+from shopcast.training.registry import ModelRegistry
 
 Progress = Callable[[str], None]
+
+#: Event weights of the bought-together model: what ends in a cart or an order.
+BOUGHT_TOGETHER_WEIGHTS = {"purchase": 1.0, "add_to_cart": 0.5}
 
 
 @dataclass
 class ModelBundle:
+    """Models by role. ``popularity`` and ``covisit`` are always there; other roles
+    (``bought_together``, later sequence and embedding models) are optional."""
+
     version: str
     items: Vocabulary
-    popularity: Popularity
-    covisit: CoVisitation
+    models: dict[str, Recommender]
     trained_until: int = 0
     created_at: float = field(default_factory=time.time)
     stats: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    data_window: dict[str, float | None] = field(default_factory=dict)
 
     @property
-    def models(self) -> dict[str, Popularity | CoVisitation]:
-        return {"popularity": self.popularity, "covisit": self.covisit}
+    def popularity(self) -> Popularity:
+        return _typed(self.models["popularity"], Popularity)
+
+    @property
+    def covisit(self) -> CoVisitation:
+        return _typed(self.models["covisit"], CoVisitation)
+
+    @property
+    def bought_together(self) -> CoVisitation | None:
+        model = self.models.get("bought_together")
+        return None if model is None else _typed(model, CoVisitation)
+
+    def learn(self, data: Interactions) -> None:
+        """Online update of every model that learns incrementally."""
+        for model in self.models.values():
+            if isinstance(model, OnlineLearner):
+                model.learn(data)
+
+
+M = TypeVar("M")
+
+
+def _typed(model: object, cls: type[M]) -> M:
+    if not isinstance(model, cls):
+        raise ModelError(f"expected a {cls.__name__}, the bundle holds {type(model).__name__}")
+    return model
 
 
 def new_version() -> str:
     return time.strftime("v%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def make_models(cfg: RecommendSettings) -> tuple[Popularity, CoVisitation]:
-    popularity = Popularity(
-        half_life_days=cfg.popularity_half_life_days, event_weights=cfg.event_weights
-    )
-    covisit = CoVisitation(
-        window=cfg.covisit_window,
-        half_life_days=cfg.covisit_half_life_days,
-        event_weights=cfg.event_weights,
-    )
-    return popularity, covisit
+def make_models(cfg: RecommendSettings) -> dict[str, Recommender]:
+    """The serving models of one bundle, by role, configured from settings."""
+    return {
+        "popularity": Popularity(
+            half_life_days=cfg.popularity_half_life_days, event_weights=cfg.event_weights
+        ),
+        "covisit": CoVisitation(
+            window=cfg.covisit_window,
+            half_life_days=cfg.covisit_half_life_days,
+            event_weights=cfg.event_weights,
+        ),
+        "bought_together": CoVisitation(
+            window=max(cfg.covisit_window, 20),
+            half_life_days=cfg.covisit_half_life_days,
+            event_weights=BOUGHT_TOGETHER_WEIGHTS,
+        ),
+    }
 
 
 def train_bundle(
@@ -71,22 +118,33 @@ def train_bundle(
     frame = store.events.frame()
     trained_until = int(frame.select(pl.col("seq").max()).item() or 0) if frame.height else 0
     data = Interactions.from_frame(frame, items=items)
-    popularity, covisit = make_models(cfg)
-    report("fit popularity")
-    popularity.fit(data)
-    report("fit covisit")
-    covisit.fit(data)
+    models = make_models(cfg)
+    for role, model in models.items():
+        report(f"fit {role}")
+        model.fit(data)
+    window = {
+        "from_ts": float(data.ts.min()) if len(data) else None,
+        "to_ts": float(data.ts.max()) if len(data) else None,
+    }
     stats = {
         "events": len(data),
         "items": len(items),
         "subjects": len(data.users),
         "train_s": round(time.perf_counter() - started, 3),
     }
-    return ModelBundle(new_version(), items, popularity, covisit, trained_until, stats=stats)
+    return ModelBundle(
+        new_version(),
+        items,
+        models,
+        trained_until,
+        stats=stats,
+        config=cfg.model_dump(mode="json"),
+        data_window=window,
+    )
 
 
-def save_bundle(bundle: ModelBundle, model_dir: Path) -> Path:
-    """Write the bundle and make it CURRENT (atomic rename)."""
+def save_bundle(bundle: ModelBundle, model_dir: Path, *, promote: bool = True) -> Path:
+    """Write the bundle; make it CURRENT unless ``promote`` is False."""
     path = model_dir / bundle.version
     path.mkdir(parents=True, exist_ok=False)
     (path / "items.json").write_text(json.dumps(bundle.items.ids))
@@ -97,12 +155,14 @@ def save_bundle(bundle: ModelBundle, model_dir: Path) -> Path:
         "trained_until": bundle.trained_until,
         "created_at": bundle.created_at,
         "stats": bundle.stats,
-        "models": sorted(bundle.models),
+        "config": bundle.config,
+        "data_window": bundle.data_window,
+        "models": {role: model.name for role, model in bundle.models.items()},
     }
+    # The manifest goes last: a directory without one is not a (complete) bundle.
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    tmp = model_dir / f".CURRENT.{os.getpid()}"
-    tmp.write_text(bundle.version)
-    tmp.replace(model_dir / "CURRENT")
+    if promote:
+        ModelRegistry(model_dir).promote(bundle.version)
     return path
 
 
@@ -112,20 +172,24 @@ def load_bundle(path: Path) -> ModelBundle:
         items = Vocabulary(json.loads((path / "items.json").read_text()))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read model bundle at {path}: {exc}") from None
+    models = {
+        role: model_class(name).load(path / role, items)
+        for role, name in manifest["models"].items()
+    }
     return ModelBundle(
         version=manifest["version"],
         items=items,
-        popularity=Popularity.load(path / "popularity", items),
-        covisit=CoVisitation.load(path / "covisit", items),
+        models=models,
         trained_until=int(manifest["trained_until"]),
         created_at=float(manifest["created_at"]),
         stats=manifest.get("stats", {}),
+        config=manifest.get("config", {}),
+        data_window=manifest.get("data_window", {}),
     )
 
 
 def load_current(model_dir: Path) -> ModelBundle | None:
     """The bundle named by ``CURRENT``, or None when nothing was trained yet."""
-    current = model_dir / "CURRENT"
-    if not current.is_file():
-        return None
-    return load_bundle(model_dir / current.read_text().strip())
+    registry = ModelRegistry(model_dir)
+    version = registry.current()
+    return None if version is None else load_bundle(registry.path(version))

@@ -134,6 +134,6 @@ _resource(
     plural="users",
     model=User,
     repo=lambda r: store_of(r).users,
-    on_upsert=lambda _engine, _records: None,
+    on_upsert=lambda engine, records: engine.upsert_users(records),
     on_delete=lambda engine, user_id: engine.forget_user(user_id),
 )

@@ -1,79 +1,221 @@
-"""Recommendations for a user or anonymous session, and similar items."""
+"""Recommendation endpoints.
+
+Unknown users and sessions are not errors: a shopper we know nothing about gets
+popular items (cold start). Unknown *items* named in a path are 404.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+import pydantic
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 
-from shopcast.api.routes._common import engine_of, settings_of
-from shopcast.domain import Recommendation
-from shopcast.errors import FieldError, ValidationError
-from shopcast.serving.pipeline import RecommendRequest
+from shopcast.api.routes._common import engine_of, json_body, settings_of
+from shopcast.domain import Recommendation, clean_id
+from shopcast.errors import FieldError, NotFoundError, ValidationError
+from shopcast.ingest.validate import field_errors
+from shopcast.serving.pipeline import PUBLIC_SCENES, RecommendRequest
 
 router = APIRouter(tags=["recommendations"])
 
-K = Annotated[int | None, Query(ge=1, description="How many items (default recommend.default_k)")]
-Category = Annotated[str | None, Query(description="Only items under this category (any level)")]
-Exclude = Annotated[
-    list[str] | None, Query(description="Item ids to leave out; repeat or comma-separate")
-]
+
+class Filters(BaseModel):
+    """Query parameters shared by the listing endpoints."""
+
+    k: int | None = None
+    scene: str = "home"
+    category: str | None = None
+    brand: str | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+    exclude: tuple[str, ...] = ()
+    page: int = 1
+    item_ids: tuple[str, ...] = ()
 
 
-def _k(request: Request, k: int | None) -> int:
+def filters(
+    request: Request,
+    k: Annotated[int | None, Query(ge=1, description="How many items (default 10)")] = None,
+    scene: Annotated[str, Query(description=f"One of: {', '.join(PUBLIC_SCENES)}")] = "home",
+    category: Annotated[str | None, Query(description="Only this category (any level)")] = None,
+    brand: Annotated[str | None, Query(description="Only this brand")] = None,
+    price_min: Annotated[float | None, Query(ge=0)] = None,
+    price_max: Annotated[float | None, Query(ge=0)] = None,
+    exclude: Annotated[
+        list[str] | None, Query(description="Item ids to leave out; repeat or comma-separate")
+    ] = None,
+    page: Annotated[int, Query(ge=1, le=100, description="Later pages never repeat items")] = 1,
+    item: Annotated[
+        list[str] | None,
+        Query(description="The scene's items: the product on a product page, the cart"),
+    ] = None,
+) -> Filters:
     cfg = settings_of(request).recommend
-    if k is None:
-        return cfg.default_k
-    if k > cfg.max_k:
-        raise ValidationError("k too large", [FieldError("k", f"{k} > max_k {cfg.max_k}")])
-    return k
+    problems: list[FieldError] = []
+    if k is not None and k > cfg.max_k:
+        problems.append(FieldError("k", f"{k} > max_k {cfg.max_k}"))
+    if scene not in PUBLIC_SCENES:
+        problems.append(FieldError("scene", f"unknown scene {scene!r}; one of {PUBLIC_SCENES}"))
+    if price_min is not None and price_max is not None and price_min > price_max:
+        problems.append(FieldError("price_min", f"{price_min} > price_max {price_max}"))
+    if problems:
+        raise ValidationError("invalid query parameters", problems)
+    return Filters(
+        k=k or cfg.default_k,
+        scene=scene,
+        category=category,
+        brand=brand,
+        price_min=price_min,
+        price_max=price_max,
+        exclude=_split(exclude),
+        page=page,
+        item_ids=_split(item),
+    )
 
 
-def _exclude(values: list[str] | None) -> tuple[str, ...]:
+def _split(values: list[str] | None) -> tuple[str, ...]:
     return tuple(p.strip() for v in values or [] for p in v.split(",") if p.strip())
+
+
+def _request(f: Filters, **who: Any) -> RecommendRequest:
+    return RecommendRequest(
+        k=f.k or 10,
+        scene=f.scene,
+        category=f.category,
+        brand=f.brand,
+        price_min=f.price_min,
+        price_max=f.price_max,
+        exclude=f.exclude,
+        items=f.item_ids,
+        page=f.page,
+        **who,
+    )
+
+
+Listing = Annotated[Filters, Depends(filters)]
 
 
 @router.get("/v1/users/{user_id}/recommendations", response_model=Recommendation)
 def for_user(
     request: Request,
     user_id: str,
-    k: K = None,
-    category: Category = None,
-    exclude: Exclude = None,
+    f: Listing,
     session_id: Annotated[
         str | None, Query(description="Also use this anonymous session's events")
     ] = None,
 ) -> Recommendation:
     """Top-k items for a user, reflecting the events ingested a moment ago."""
-    req = RecommendRequest(
-        user_id=user_id.strip(),
-        session_id=session_id.strip() if session_id else None,
-        k=_k(request, k),
-        category=category,
-        exclude=_exclude(exclude),
-    )
-    return engine_of(request).recommend(req)
+    who = {"user_id": user_id.strip(), "session_id": session_id.strip() if session_id else None}
+    return engine_of(request).recommend(_request(f, **who))
 
 
 @router.get("/v1/sessions/{session_id}/recommendations", response_model=Recommendation)
-def for_session(
-    request: Request,
-    session_id: str,
-    k: K = None,
-    category: Category = None,
-    exclude: Exclude = None,
-) -> Recommendation:
+def for_session(request: Request, session_id: str, f: Listing) -> Recommendation:
     """Top-k items for an anonymous shopper known only by ``session_id``."""
-    req = RecommendRequest(
-        session_id=session_id.strip(),
-        k=_k(request, k),
-        category=category,
-        exclude=_exclude(exclude),
-    )
-    return engine_of(request).recommend(req)
+    return engine_of(request).recommend(_request(f, session_id=session_id.strip()))
+
+
+@router.get("/v1/trending", response_model=Recommendation)
+def trending(request: Request, f: Listing) -> Recommendation:
+    """What is popular right now (time-decayed), optionally within a category or brand."""
+    return engine_of(request).recommend(_request(f.model_copy(update={"scene": "trending"})))
+
+
+def _known_item(request: Request, item_id: str) -> str:
+    item_id = item_id.strip()
+    if engine_of(request).bundle.items.index(item_id) < 0:
+        raise NotFoundError(f"item {item_id!r} is unknown (not in the catalog or events)")
+    return item_id
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=Recommendation)
-def similar(request: Request, item_id: str, k: K = None) -> Recommendation:
-    """Items often viewed or bought together with this one."""
-    return engine_of(request).similar(item_id.strip(), _k(request, k))
+def similar(request: Request, item_id: str, f: Listing) -> Recommendation:
+    """Items often viewed together with this one (content-similar items fill the rest)."""
+    return engine_of(request).similar(item_id.strip(), f.k or 10)
+
+
+@router.get("/v1/items/{item_id}/bought-together", response_model=Recommendation)
+def bought_together(
+    request: Request,
+    item_id: str,
+    f: Listing,
+    user_id: str | None = None,
+    session_id: str | None = None,
+) -> Recommendation:
+    """Items bought (or carted) together with this one; the shopper's purchases excluded."""
+    req = _request(
+        f.model_copy(update={"scene": "bought_together", "item_ids": (item_id,)}),
+        user_id=user_id,
+        session_id=session_id,
+    )
+    _known_item(request, item_id)
+    return engine_of(request).recommend(req)
+
+
+class CartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = None
+    session_id: str | None = None
+    items: list[str] = Field(min_length=1, max_length=500, description="Item ids in the cart")
+    k: int = Field(10, ge=1)
+    exclude: list[str] = Field(default_factory=list)
+
+
+@router.post("/v1/cart/recommendations", response_model=Recommendation)
+async def complete_the_cart(request: Request) -> Recommendation:
+    """Complete the cart: items bought together with what is in it."""
+    raw = await json_body(request)
+    try:
+        body = CartRequest.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ValidationError("invalid cart request", field_errors(exc)) from None
+    max_k = settings_of(request).recommend.max_k
+    if body.k > max_k:
+        raise ValidationError("k too large", [FieldError("k", f"{body.k} > max_k {max_k}")])
+    req = RecommendRequest(
+        user_id=_clean(body.user_id, "user_id"),
+        session_id=_clean(body.session_id, "session_id"),
+        k=body.k,
+        scene="cart",
+        items=tuple(i for i in (_clean(x, "items") for x in body.items) if i),
+        exclude=tuple(body.exclude),
+    )
+    return await run_in_threadpool(engine_of(request).recommend, req)
+
+
+class MergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str
+
+
+@router.post("/v1/users/{user_id}/merge", tags=["users"])
+async def merge(request: Request, user_id: str) -> dict[str, Any]:
+    """At login: the anonymous session's history joins the user (log and live state)."""
+    raw = await json_body(request)
+    try:
+        body = MergeRequest.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ValidationError("invalid merge request", field_errors(exc)) from None
+    session_id = _required(body.session_id, "session_id")
+    uid = _required(user_id, "user_id")
+    moved = await run_in_threadpool(engine_of(request).merge_session, uid, session_id)
+    return {"user_id": uid, "session_id": session_id, "events_moved": moved}
+
+
+def _required(value: str, field: str) -> str:
+    cleaned = _clean(value, field)
+    if cleaned is None:
+        raise ValidationError(f"invalid {field}", [FieldError(field, "must not be empty")])
+    return cleaned
+
+
+def _clean(value: str | None, field: str) -> str | None:
+    try:
+        return clean_id(value)
+    except ValueError as exc:
+        raise ValidationError(f"invalid {field}", [FieldError(field, str(exc))]) from None

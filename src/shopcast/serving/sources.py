@@ -1,0 +1,182 @@
+"""Candidate sources: each proposes items with its own score, in one call.
+
+A source returns ``Candidates`` (item indices and scores, higher is better) for a
+shopper. Sources never raise for a shopper they know nothing about: they return
+nothing, and the pipeline goes on with the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from shopcast.models import CoVisitation
+from shopcast.models._base import Context, FloatArray, IntArray
+from shopcast.serving.catalog import CatalogIndex
+from shopcast.training.bundle import ModelBundle
+
+#: How many of the latest session items seed co-visitation candidates.
+SEED_ITEMS = 5
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendRequest:
+    """What the caller asked for. ``items`` are the scene's context items (the product
+    on a product page, the cart's content); empty means "use the live session"."""
+
+    user_id: str | None = None
+    session_id: str | None = None
+    k: int = 10
+    scene: str = "home"
+    category: str | None = None
+    brand: str | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+    exclude: tuple[str, ...] = ()
+    items: tuple[str, ...] = ()
+    page: int = 1
+
+
+@dataclass(slots=True)
+class Shopper:
+    """Output of the context stage: the model context and what we know of the shopper."""
+
+    context: Context
+    purchases: dict[int, list[float]] = field(default_factory=dict)
+    cart: IntArray = field(default_factory=lambda: np.empty(0, np.int64))
+    anchors: IntArray = field(default_factory=lambda: np.empty(0, np.int64))
+    shown: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Candidates:
+    items: IntArray
+    scores: FloatArray
+
+    @staticmethod
+    def empty() -> Candidates:
+        return Candidates(np.empty(0, np.int64), np.empty(0, np.float64))
+
+
+class CandidateSource(Protocol):
+    name: str
+
+    def __call__(self, shopper: Shopper, request: RecommendRequest, n: int) -> Candidates: ...
+
+
+def latest_unique(recent: IntArray, n: int) -> IntArray:
+    """The ``n`` most recent distinct items, most recent first."""
+    out: list[int] = []
+    for idx in recent[::-1].tolist():
+        if idx not in out:
+            out.append(idx)
+            if len(out) == n:
+                break
+    return np.asarray(out, dtype=np.int64)
+
+
+class CovisitSource:
+    """Items co-visited with the scene's anchors (or the latest session items).
+
+    ``role`` picks the bundle model: ``covisit`` (all interactions) or
+    ``bought_together`` (carts and orders only).
+    """
+
+    def __init__(self, bundle: ModelBundle, role: str = "covisit") -> None:
+        self.bundle = bundle
+        self.name = role
+
+    def __call__(self, shopper: Shopper, request: RecommendRequest, n: int) -> Candidates:
+        model = self.bundle.models.get(self.name)
+        if not isinstance(model, CoVisitation):
+            return Candidates.empty()
+        seeds = (
+            shopper.anchors
+            if shopper.anchors.size
+            else latest_unique(shopper.context.recent_items, SEED_ITEMS)
+        )
+        if not seeds.size:
+            return Candidates.empty()
+        pool = np.unique(np.concatenate([model.neighbors(int(s), n)[0] for s in seeds]))
+        return Candidates(pool, model.score(anchored_context(shopper), pool))
+
+
+def anchored_context(shopper: Shopper) -> Context:
+    """The context whose recent items are the anchors (most important last), if any."""
+    ctx = shopper.context
+    if not shopper.anchors.size:
+        return ctx
+    return Context(
+        now=ctx.now,
+        user_id=ctx.user_id,
+        session_id=ctx.session_id,
+        recent_items=shopper.anchors[::-1],
+        recent_types=np.zeros(shopper.anchors.size, np.int64),
+        recent_ts=np.full(shopper.anchors.size, ctx.now),
+    )
+
+
+class PopularSource:
+    """Time-decayed popularity, inside the requested category when there is one."""
+
+    name = "popular"
+
+    def __init__(self, bundle: ModelBundle, catalog: CatalogIndex) -> None:
+        self.bundle = bundle
+        self.catalog = catalog
+
+    def __call__(self, shopper: Shopper, request: RecommendRequest, n: int) -> Candidates:
+        mask = self.catalog.category_mask(request.category) if request.category else None
+        items = self.bundle.popularity.top(n, mask=mask)
+        return Candidates(items, self.bundle.popularity.score(shopper.context, items))
+
+
+class CategoryPopularSource:
+    """Popular items of the category of the shopper's latest item ("popular in Y")."""
+
+    name = "category_popular"
+
+    def __init__(self, bundle: ModelBundle, catalog: CatalogIndex) -> None:
+        self.bundle = bundle
+        self.catalog = catalog
+
+    def __call__(self, shopper: Shopper, request: RecommendRequest, n: int) -> Candidates:
+        category = self.catalog.latest_category(
+            shopper.anchors if shopper.anchors.size else shopper.context.recent_items
+        )
+        if category is None:
+            return Candidates.empty()
+        items = self.bundle.popularity.top(n, mask=self.catalog.category_mask(category))
+        return Candidates(items, self.bundle.popularity.score(shopper.context, items))
+
+
+class BuyAgainSource:
+    """Items the shopper re-buys on a cycle, scored by how due the next purchase is.
+
+    The cycle is the median gap between the shopper's purchases of the item; the score
+    peaks when the time since the last purchase reaches the cycle (a Gaussian in the
+    ratio, width 0.5). Items bought once are not proposed.
+    """
+
+    name = "buy_again"
+
+    def __call__(self, shopper: Shopper, request: RecommendRequest, n: int) -> Candidates:
+        items: list[int] = []
+        scores: list[float] = []
+        now = shopper.context.now
+        for idx, times in shopper.purchases.items():
+            if len(times) < 2:
+                continue
+            cycle = float(np.median(np.diff(times)))
+            if cycle <= 0:
+                continue
+            due = (now - times[-1]) / cycle
+            items.append(idx)
+            scores.append(float(np.exp(-(((due - 1.0) / 0.5) ** 2))))
+        if not items:
+            return Candidates.empty()
+        order = np.argsort(-np.asarray(scores), kind="stable")[:n]
+        return Candidates(np.asarray(items, np.int64)[order], np.asarray(scores)[order])

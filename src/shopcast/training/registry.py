@@ -1,0 +1,116 @@
+"""The model registry: versioned bundles on a shared path, promotion and rollback.
+
+Layout of ``model_dir``::
+
+    <version>/manifest.json   version, created_at, trained_until, data window, config, stats
+    CURRENT                   the version in service (replaced atomically)
+    history.jsonl             one line per promotion or rollback: version, previous, at, action
+
+Every API process watches ``CURRENT`` and hot-swaps when it changes, so promoting
+from the CLI or from one process reaches all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shopcast.errors import ModelError, NotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    current: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.manifest, "version": self.version, "current": self.current}
+
+
+class ModelRegistry:
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+
+    @property
+    def _current_file(self) -> Path:
+        return self.model_dir / "CURRENT"
+
+    @property
+    def _history_file(self) -> Path:
+        return self.model_dir / "history.jsonl"
+
+    def current(self) -> str | None:
+        try:
+            return self._current_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def current_stamp(self) -> tuple[str | None, float]:
+        """The CURRENT version and the file's mtime (cheap to poll)."""
+        try:
+            return self.current(), self._current_file.stat().st_mtime
+        except FileNotFoundError:
+            return None, 0.0
+
+    def path(self, version: str) -> Path:
+        path = self.model_dir / version
+        if not (path / "manifest.json").is_file() or path.name != version or "/" in version:
+            raise NotFoundError(f"model version {version!r} not found in {self.model_dir}")
+        return path
+
+    def versions(self) -> list[ModelInfo]:
+        """Every complete bundle, newest first."""
+        if not self.model_dir.is_dir():
+            return []
+        current = self.current()
+        out = []
+        for manifest_path in self.model_dir.glob("*/manifest.json"):
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (OSError, ValueError):
+                continue  # a bundle being written or a damaged one is not listed
+            version = manifest_path.parent.name
+            out.append(ModelInfo(version, manifest_path.parent, manifest, version == current))
+        return sorted(out, key=lambda m: float(m.manifest.get("created_at", 0)), reverse=True)
+
+    def promote(self, version: str, *, action: str = "promote") -> str | None:
+        """Make ``version`` CURRENT; returns the previous one."""
+        self.path(version)
+        previous = self.current()
+        tmp = self.model_dir / f".CURRENT.{os.getpid()}"
+        tmp.write_text(version)
+        tmp.replace(self._current_file)
+        entry = {"version": version, "previous": previous, "at": time.time(), "action": action}
+        with self._history_file.open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        return previous
+
+    def history(self) -> list[dict[str, Any]]:
+        if not self._history_file.is_file():
+            return []
+        return [json.loads(line) for line in self._history_file.read_text().splitlines() if line]
+
+    def rollback(self) -> str:
+        """Go back to the version served before the latest promotion still in effect.
+
+        Promotions form a stack (a rollback pops one), so repeated rollbacks walk back
+        through earlier versions rather than toggling between two.
+        """
+        stack: list[str] = []
+        for entry in self.history():
+            if entry["action"] == "rollback":
+                if stack:
+                    stack.pop()
+            else:
+                stack.append(str(entry["version"]))
+        if len(stack) < 2:
+            raise ModelError("nothing to roll back to: no earlier version was promoted")
+        target = stack[-2]
+        self.promote(target, action="rollback")
+        return target
