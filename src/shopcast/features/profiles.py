@@ -466,7 +466,9 @@ def behaviour_of(
     window = state.window
     busiest = sorted(range(24), key=lambda h: (-state.hours[h], h))
     recent = {
-        RECENT_KINDS[kind]: [k for k, _ in sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))]
+        RECENT_KINDS[kind]: [
+            k for k, _ in sorted(seen.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+        ]
         for kind, seen in state.recent.items()
     }
     return Behaviour(
