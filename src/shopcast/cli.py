@@ -74,6 +74,54 @@ app.add_typer(
 )
 
 
+models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@friendly
+def models_list() -> None:
+    """Trained versions, newest first; * marks CURRENT."""
+    from shopcast.training.registry import ModelRegistry
+
+    settings = settings_for()
+    table = Table(title=f"models in {settings.model_dir}")
+    for col in ("", "version", "created", "events", "trained until seq", "train s"):
+        table.add_column(col, no_wrap=col == "version")
+    for info in ModelRegistry(settings.model_dir).versions():
+        m, stats = info.manifest, info.manifest.get("stats", {})
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.get("created_at", 0)))
+        table.add_row(
+            "*" if info.current else "",
+            info.version,
+            created,
+            str(stats.get("events", "")),
+            str(m.get("trained_until", "")),
+            str(stats.get("train_s", "")),
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+@friendly
+def models_promote(version: Annotated[str, typer.Argument(help="Version to serve")]) -> None:
+    """Make VERSION CURRENT; running servers swap to it within seconds."""
+    from shopcast.training.registry import ModelRegistry
+
+    previous = ModelRegistry(settings_for().model_dir).promote(version)
+    console.print(f"CURRENT is now {version} (was {previous})")
+
+
+@models_app.command("rollback")
+@friendly
+def models_rollback() -> None:
+    """Go back to the version served before the latest promotion."""
+    from shopcast.training.registry import ModelRegistry
+
+    version = ModelRegistry(settings_for().model_dir).rollback()
+    console.print(f"rolled back: CURRENT is now {version}")
+
+
 @app.command()
 @friendly
 def serve(

@@ -53,6 +53,9 @@ class ApiSettings(BaseModel):
     port: int = Field(8000, ge=1, le=65535)
     max_batch: int = Field(1000, ge=1, le=100_000, description="Events per POST")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Refused with 413 above")
+    reload_interval_s: float = Field(
+        2.0, gt=0, description="How often a server checks the registry for a promoted model"
+    )
 
 
 class ItemFeatureSettings(BaseModel):

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 import shopcast
 from shopcast.api.limits import BodyLimitMiddleware
-from shopcast.api.routes import catalog, events, features, health, profiles, recommend
+from shopcast.api.routes import catalog, events, features, health, models, profiles, recommend
 from shopcast.config import Settings
 from shopcast.errors import ShopcastError
 from shopcast.serving.engine import Engine
 from shopcast.storage import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+async def _watch_registry(engine: Engine, settings: Settings) -> None:
+    """Hot-swap when the registry's CURRENT changes (promotion from any process or CLI)."""
+    while True:
+        await asyncio.sleep(settings.api.reload_interval_s)
+        try:
+            await run_in_threadpool(engine.reload_if_changed)
+        except Exception:  # a broken bundle must not stop the service: keep the old one
+            log.exception(
+                "could not load the promoted model; still serving %s", engine.bundle.version
+            )
 
 
 def create_app(
@@ -29,9 +46,11 @@ def create_app(
         own_store = store is None
         app.state.store = store or open_store(settings.database_url)
         app.state.engine = engine or Engine.open(app.state.store, settings)
+        watcher = asyncio.create_task(_watch_registry(app.state.engine, settings))
         try:
             yield
         finally:
+            watcher.cancel()
             if own_store:
                 app.state.store.close()
 
@@ -59,6 +78,6 @@ def create_app(
             status_code=422,
         )
 
-    for module in (health, events, catalog, recommend, features, profiles):
+    for module in (health, events, catalog, recommend, features, profiles, models):
         app.include_router(module.router)
     return app

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -25,7 +26,8 @@ from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.pipeline import RecommendPipeline, RecommendRequest
 from shopcast.serving.state import MemorySessions
 from shopcast.storage import Store
-from shopcast.training.bundle import ModelBundle, load_current, train_bundle
+from shopcast.training.bundle import ModelBundle, load_bundle, load_current, train_bundle
+from shopcast.training.registry import ModelRegistry
 
 
 def interactions_from_events(
@@ -46,6 +48,27 @@ def interactions_from_events(
     )
 
 
+@dataclass
+class _Serving:
+    """The bundle in service with what is built on its item vocabulary."""
+
+    bundle: ModelBundle
+    catalog: CatalogIndex
+    subjects: Vocabulary
+    pipeline: RecommendPipeline
+
+    def catch_up(self, store: Store) -> int:
+        """Learn the events committed after ``bundle.trained_until``; returns how many."""
+        frame = store.events.frame(after_seq=self.bundle.trained_until)
+        if frame.height == 0:
+            return 0
+        data = Interactions.from_frame(frame, users=self.subjects, items=self.bundle.items)
+        if len(data):
+            self.bundle.learn(data)
+        self.bundle.trained_until = int(frame.select(pl.col("seq").max()).item() or 0)
+        return frame.height
+
+
 class Engine:
     """Answers recommendation requests and learns from every event."""
 
@@ -63,53 +86,63 @@ class Engine:
         self.sessions = MemorySessions(self._history, length=settings.recommend.session_length)
         # User profiles: batch-built from the whole log here, then updated by observe.
         self.profiles = ProfileIndex.from_store(store, settings, clock=clock)
-        self._install(bundle)
-
-    @classmethod
-    def open(cls, store: Store, settings: Settings) -> Engine:
-        """Load the CURRENT bundle (or fit one on the log) and catch up on newer events."""
-        bundle = load_current(settings.model_dir)
-        if bundle is None:
-            bundle = train_bundle(store, settings.recommend)
-        engine = cls(store, settings, bundle)
-        engine.catch_up()
-        return engine
-
-    def _install(self, bundle: ModelBundle) -> None:
-        items = list(self.store.items.scan())
-        catalog = CatalogIndex(bundle.items)
-        catalog.upsert(items)
         # Item features + content index: fitted here, from the catalog (not persisted).
-        cfg = self.settings.item_features
+        cfg = settings.item_features
         self.item_features = LiveItemFeatures(
             text_backend=cfg.text_backend,
             low_stock_threshold=cfg.low_stock_threshold,
             min_group_size=cfg.min_price_group,
             refit_growth=cfg.refit_growth,
-        ).rebuild(items)
-        self.bundle = bundle
-        self.subjects = Vocabulary()
-        self.catalog = catalog
-        self.pipeline = RecommendPipeline(
-            bundle, catalog, self.sessions, self.settings.merchandising
-        )
+        ).rebuild(list(store.items.scan()))
+        self._install(self._prepare(bundle))
+
+    @classmethod
+    def open(cls, store: Store, settings: Settings) -> Engine:
+        """Load the CURRENT bundle (or fit one on the log), caught up on newer events."""
+        bundle = load_current(settings.model_dir)
+        if bundle is None:
+            bundle = train_bundle(store, settings.recommend)
+        return cls(store, settings, bundle)
+
+    def _prepare(self, bundle: ModelBundle) -> _Serving:
+        """Everything that depends on the bundle, caught up on the log (no lock needed)."""
+        catalog = CatalogIndex(bundle.items)
+        catalog.upsert(self.store.items.scan())
+        pipeline = RecommendPipeline(bundle, catalog, self.sessions, self.settings.merchandising)
+        serving = _Serving(bundle, catalog, Vocabulary(), pipeline)
+        serving.catch_up(self.store)
+        return serving
+
+    def _install(self, serving: _Serving) -> None:
+        self.bundle = serving.bundle
+        self.catalog = serving.catalog
+        self.subjects = serving.subjects
+        self.pipeline = serving.pipeline
+        self._serving = serving
 
     def swap(self, bundle: ModelBundle) -> None:
-        """Put a newly trained bundle in service and replay the events it has not seen."""
+        """Put another bundle in service without failing or blocking requests for long.
+
+        The new bundle is loaded and caught up on the log outside the lock; under the
+        lock only the events committed meanwhile are replayed before it takes over.
+        """
+        serving = self._prepare(bundle)
         with self._lock:
-            self._install(bundle)
-            self.catch_up()
+            serving.catch_up(self.store)
+            self._install(serving)
+
+    def reload_if_changed(self) -> bool:
+        """Swap to the registry's CURRENT version if another one is in service."""
+        version = ModelRegistry(self.settings.model_dir).current()
+        if version is None or version == self.bundle.version:
+            return False
+        self.swap(load_bundle(ModelRegistry(self.settings.model_dir).path(version)))
+        return True
 
     def catch_up(self) -> int:
         """Learn the events committed after the bundle was trained; returns how many."""
         with self._lock:
-            frame = self.store.events.frame(after_seq=self.bundle.trained_until)
-            if frame.height == 0:
-                return 0
-            data = Interactions.from_frame(frame, users=self.subjects, items=self.bundle.items)
-            self._learn(data)
-            self.bundle.trained_until = int(frame.select(pl.col("seq").max()).item() or 0)
-            return frame.height
+            return self._serving.catch_up(self.store)
 
     # -- writes -----------------------------------------------------------------
 
