@@ -84,6 +84,12 @@ class RecommendSettings(BaseModel):
     covisit_half_life_days: float = Field(60.0, gt=0)
     covisit_window: int = Field(5, ge=1, le=100, description="Neighbours per event in a history")
     session_length: int = Field(20, ge=1, le=500, description="Recent events kept per shopper")
+    online_learning: bool = Field(
+        True, description="Models learn from every ingested event (off: frozen batch model)"
+    )
+    live_sessions: bool = Field(
+        True, description="Live sessions follow ingested events (off: history as trained)"
+    )
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "view": 1.0,

@@ -57,8 +57,14 @@ class _Serving:
     subjects: Vocabulary
     pipeline: RecommendPipeline
 
-    def catch_up(self, store: Store) -> int:
-        """Learn the events committed after ``bundle.trained_until``; returns how many."""
+    def catch_up(self, store: Store, *, learn: bool = True) -> int:
+        """Learn the events committed after ``bundle.trained_until``; returns how many.
+
+        With ``learn`` False (online learning off) nothing is learned: the bundle stays
+        as trained.
+        """
+        if not learn:
+            return 0
         frame = store.events.frame(after_seq=self.bundle.trained_until)
         if frame.height == 0:
             return 0
@@ -110,7 +116,8 @@ class Engine:
         catalog.upsert(self.store.items.scan())
         pipeline = RecommendPipeline(bundle, catalog, self.sessions, self.settings.merchandising)
         serving = _Serving(bundle, catalog, Vocabulary(), pipeline)
-        serving.catch_up(self.store)
+        self.history_cutoff = bundle.trained_until
+        serving.catch_up(self.store, learn=self.settings.recommend.online_learning)
         return serving
 
     def _install(self, serving: _Serving) -> None:
@@ -128,7 +135,7 @@ class Engine:
         """
         serving = self._prepare(bundle)
         with self._lock:
-            serving.catch_up(self.store)
+            serving.catch_up(self.store, learn=self.settings.recommend.online_learning)
             self._install(serving)
 
     def reload_if_changed(self) -> bool:
@@ -142,7 +149,9 @@ class Engine:
     def catch_up(self) -> int:
         """Learn the events committed after the bundle was trained; returns how many."""
         with self._lock:
-            return self._serving.catch_up(self.store)
+            return self._serving.catch_up(
+                self.store, learn=self.settings.recommend.online_learning
+            )
 
     # -- writes -----------------------------------------------------------------
 
@@ -150,9 +159,12 @@ class Engine:
         """Apply committed events: models learn online, live sessions move on."""
         if not events:
             return
+        cfg = self.settings.recommend
         with self._lock:
-            self._learn(interactions_from_events(events, self.subjects, self.bundle.items))
-            self.sessions.observe(list(events))
+            if cfg.online_learning:
+                self._learn(interactions_from_events(events, self.subjects, self.bundle.items))
+            if cfg.live_sessions:
+                self.sessions.observe(list(events))
             self.profiles.observe(events)
 
     def _learn(self, data: Interactions) -> None:
@@ -244,5 +256,8 @@ class Engine:
         )
 
     def _history(self, subject: str, limit: int) -> list[Event]:
+        """A shopper's latest events; without live sessions, only those the bundle saw."""
         rows = self.store.events.scan(subject=subject, limit=limit, newest_first=True)
+        if not self.settings.recommend.live_sessions:
+            rows = [(seq, e) for seq, e in rows if seq <= self.history_cutoff]
         return [event for _, event in reversed(rows)]
