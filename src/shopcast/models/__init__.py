@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from shopcast.errors import ModelError
 from shopcast.models._base import Context, Interactions, OnlineLearner, Recommender, Vocabulary
+from shopcast.models.blend import Blend
+from shopcast.models.bpmf import BayesianMF
 from shopcast.models.covisit import CoVisitation
 from shopcast.models.ease import EASE
 from shopcast.models.ials import ImplicitALS
@@ -17,7 +19,18 @@ from shopcast.models.popularity import Popularity
 #: Every model by its ``name``.
 MODELS: dict[str, type[Recommender]] = {
     cls.name: cls
-    for cls in (Popularity, CoVisitation, EASE, ItemKNN, BiasedMF, BiasedMFALS, SVDpp, ImplicitALS)
+    for cls in (
+        Popularity,
+        CoVisitation,
+        EASE,
+        ItemKNN,
+        BiasedMF,
+        BiasedMFALS,
+        SVDpp,
+        ImplicitALS,
+        BayesianMF,
+        Blend,
+    )
 }
 
 
@@ -33,8 +46,10 @@ def model_class(name: str) -> type[Recommender]:
 __all__ = [
     "EASE",
     "MODELS",
+    "BayesianMF",
     "BiasedMF",
     "BiasedMFALS",
+    "Blend",
     "CoVisitation",
     "Context",
     "ImplicitALS",

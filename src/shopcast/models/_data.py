@@ -14,7 +14,7 @@ from shopcast.models._base import EVENT_CODES, Context, FloatArray, IntArray, In
 from shopcast.models._common import weight_array
 
 #: Entries per chunk of ``ridge_by_group`` times the squared dimension (bounds memory).
-_CHUNK_FLOATS = 1 << 23
+_CHUNK_FLOATS = 1 << 17
 
 
 def n_items_of(data: Interactions) -> int:
@@ -158,12 +158,17 @@ def ridge_by_group(
     rhs: FloatArray,
     reg: FloatArray,
     gram0: FloatArray | None = None,
+    *,
+    rhs0: FloatArray | None = None,
+    noise: FloatArray | None = None,
 ) -> FloatArray:
     """Solve one ridge system per group, vectorized.
 
     For each ``g``: ``(gram0 + Σ w_e f_e f_eᵀ + diag(reg_g)) x_g = Σ rhs_e f_e`` over the
-    entries ``e`` with ``group[e] == g``. ``feats`` is ``(n, d)``; ``reg`` is ``(d,)`` or
-    ``(n_groups, d)``. Groups without entries get the solution of a zero right-hand side (0).
+    entries ``e`` with ``group[e] == g`` (plus ``rhs0`` on the right). ``feats`` is ``(n, d)``;
+    ``reg`` is ``(d,)`` or ``(n_groups, d)``. Groups without entries get 0. With ``noise``
+    (``(n_groups, d)`` standard normals) each ``x_g`` is instead a draw from the Gaussian with
+    that mean and the system matrix as precision.
     """
     d = feats.shape[1]
     reg2 = np.broadcast_to(np.asarray(reg, dtype=np.float64), (n_groups, d))
@@ -189,7 +194,12 @@ def ridge_by_group(
         gs = present[first:last]
         if gram0 is not None:
             a += gram0
+        if rhs0 is not None:
+            b += rhs0
         a[:, np.arange(d), np.arange(d)] += reg2[gs]
         out[gs] = np.linalg.solve(a, b[:, :, None])[:, :, 0]
+        if noise is not None:
+            lower = np.linalg.cholesky(a)
+            out[gs] += np.linalg.solve(np.swapaxes(lower, 1, 2), noise[gs][:, :, None])[:, :, 0]
         first = last
     return out

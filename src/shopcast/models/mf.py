@@ -46,7 +46,115 @@ Progress = Callable[[int, int, float], None]
 SOLVERS = ("sgd", "als")
 
 
-class BiasedMF:
+class RatingFactors:
+    """State, prediction, ranking and persistence shared by the explicit-rating factor models.
+
+    ``r̂ = μ + b_u + b_i + q_i·v_u`` with ``v_u`` the effective user factors. ``predict``
+    clips to the range of the training ratings; ``score`` ranks by the unclipped ``r̂`` of
+    the context's subject (``μ + b_i`` for an unknown one). Unknown indices add nothing.
+    """
+
+    name: ClassVar[str]
+    _params: ClassVar[tuple[str, ...]]
+
+    mu_: float
+    bu_: FloatArray
+    bi_: FloatArray
+    P_: FloatArray
+    Q_: FloatArray
+    r_min_: float
+    r_max_: float
+    subjects_: SubjectIndex
+
+    def fit(self, data: Interactions) -> Self:
+        raise NotImplementedError
+
+    # -- prediction --------------------------------------------------------------------
+
+    def predict(self, user: IntArray, item: IntArray) -> FloatArray:
+        """Clipped ``r̂`` per (user, item) index pair; unknown indices add nothing."""
+        require_fitted(self, "Q_")
+        return np.clip(self._raw(user, item), self.r_min_, self.r_max_)
+
+    def _raw(self, user: IntArray, item: IntArray) -> FloatArray:
+        u = np.asarray(user, dtype=np.int64)
+        i = np.asarray(item, dtype=np.int64)
+        ku = (u >= 0) & (u < self.bu_.shape[0])
+        ki = (i >= 0) & (i < self.bi_.shape[0])
+        uu, ii = np.where(ku, u, 0), np.where(ki, i, 0)
+        pu = self._user_vectors(uu) * ku[:, None]
+        qi = self.Q_[ii] * ki[:, None]
+        return np.asarray(
+            self.mu_ + self.bu_[uu] * ku + self.bi_[ii] * ki + np.einsum("ij,ij->i", pu, qi),
+            dtype=np.float64,
+        )
+
+    def _user_vectors(self, users: IntArray) -> FloatArray:
+        """The effective user factors of fitted users."""
+        return self.P_[users]
+
+    def score(self, context: Context, candidates: IntArray) -> FloatArray:
+        return gather(self.score_all([context])[0], candidates)
+
+    def score_all(self, contexts: Sequence[Context]) -> FloatArray:
+        """``r̂`` of every fitted item for each context's subject."""
+        require_fitted(self, "Q_")
+        users = np.array([self.subjects_.of(c) for c in contexts], dtype=np.int64)
+        known = users >= 0
+        vectors = self._context_vectors(contexts, users)
+        bu = np.where(known, self.bu_[np.where(known, users, 0)], 0.0)
+        return np.asarray(self.mu_ + bu[:, None] + self.bi_ + vectors @ self.Q_.T, np.float64)
+
+    def _context_vectors(self, contexts: Sequence[Context], users: IntArray) -> FloatArray:
+        known = users >= 0
+        return self._user_vectors(np.where(known, users, 0)) * known[:, None]
+
+    # -- persistence -------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        require_fitted(self, "Q_")
+        save_model(
+            path,
+            self,
+            params={n: getattr(self, n) for n in self._params},
+            state={
+                "n_items": int(self.Q_.shape[0]),
+                "mu": self.mu_,
+                "r_min": self.r_min_,
+                "r_max": self.r_max_,
+            },
+            arrays=self._arrays(),
+        )
+
+    def _arrays(self) -> dict[str, np.ndarray[Any, Any]]:
+        return {
+            "bu": self.bu_,
+            "bi": self.bi_,
+            "P": self.P_,
+            "Q": self.Q_,
+            "subjects": self.subjects_.keys,
+        }
+
+    @classmethod
+    def load(cls, path: Path, items: Vocabulary) -> Self:
+        model, state, arrays = load_model(path, cls, items, cls._array_names())
+        model.mu_ = float(state["mu"])
+        model.r_min_, model.r_max_ = float(state["r_min"]), float(state["r_max"])
+        model.bu_, model.bi_ = arrays["bu"], arrays["bi"]
+        model.P_, model.Q_ = arrays["P"], arrays["Q"]
+        model.subjects_ = SubjectIndex(arrays["subjects"].tolist())
+        model._restore(arrays, int(state["n_items"]))
+        return model
+
+    @classmethod
+    def _array_names(cls) -> tuple[str, ...]:
+        return ("bu", "bi", "P", "Q", "subjects")
+
+    def _restore(self, arrays: Mapping[str, np.ndarray[Any, Any]], n_items: int) -> None:
+        """Hook for state beyond the biases and factors."""
+
+
+class BiasedMF(RatingFactors):
     """Biased matrix factorization for explicit ratings, by SGD or ALS.
 
     SGD visits the ratings in a seeded random order in mini-batches of ``batch_size``
@@ -191,30 +299,6 @@ class BiasedMF:
         )
         self.bi_, self.Q_ = y[:, 0].copy(), y[:, 1:].copy()
 
-    # -- prediction --------------------------------------------------------------------
-
-    def predict(self, user: IntArray, item: IntArray) -> FloatArray:
-        """Clipped ``r̂`` per (user, item) index pair; unknown indices add nothing."""
-        require_fitted(self, "Q_")
-        return np.clip(self._raw(user, item), self.r_min_, self.r_max_)
-
-    def _raw(self, user: IntArray, item: IntArray) -> FloatArray:
-        u = np.asarray(user, dtype=np.int64)
-        i = np.asarray(item, dtype=np.int64)
-        ku = (u >= 0) & (u < self.bu_.shape[0])
-        ki = (i >= 0) & (i < self.bi_.shape[0])
-        uu, ii = np.where(ku, u, 0), np.where(ki, i, 0)
-        pu = self._user_vectors(uu) * ku[:, None]
-        qi = self.Q_[ii] * ki[:, None]
-        return np.asarray(
-            self.mu_ + self.bu_[uu] * ku + self.bi_[ii] * ki + np.einsum("ij,ij->i", pu, qi),
-            dtype=np.float64,
-        )
-
-    def _user_vectors(self, users: IntArray) -> FloatArray:
-        """The effective user factors of fitted users."""
-        return self.P_[users]
-
     def fold_in(self, items: IntArray, ratings: FloatArray) -> tuple[float, FloatArray]:
         """``(b_u, p_u)`` of a new user from its ratings, items fixed (one ALS user solve)."""
         require_fitted(self, "Q_")
@@ -236,66 +320,6 @@ class BiasedMF:
     def _fold_in_offset(self, items: IntArray) -> FloatArray:
         """What a new user's rated items add to ``r̂`` besides ``b_u`` and ``p_u``."""
         return np.zeros(items.shape[0])
-
-    def score(self, context: Context, candidates: IntArray) -> FloatArray:
-        return gather(self.score_all([context])[0], candidates)
-
-    def score_all(self, contexts: Sequence[Context]) -> FloatArray:
-        """``r̂`` of every fitted item for each context's subject."""
-        require_fitted(self, "Q_")
-        users = np.array([self.subjects_.of(c) for c in contexts], dtype=np.int64)
-        known = users >= 0
-        vectors = self._context_vectors(contexts, users)
-        bu = np.where(known, self.bu_[np.where(known, users, 0)], 0.0)
-        return np.asarray(self.mu_ + bu[:, None] + self.bi_ + vectors @ self.Q_.T, np.float64)
-
-    def _context_vectors(self, contexts: Sequence[Context], users: IntArray) -> FloatArray:
-        known = users >= 0
-        return self._user_vectors(np.where(known, users, 0)) * known[:, None]
-
-    # -- persistence -------------------------------------------------------------------
-
-    def save(self, path: Path) -> None:
-        require_fitted(self, "Q_")
-        save_model(
-            path,
-            self,
-            params={n: getattr(self, n) for n in self._params},
-            state={
-                "n_items": int(self.Q_.shape[0]),
-                "mu": self.mu_,
-                "r_min": self.r_min_,
-                "r_max": self.r_max_,
-            },
-            arrays=self._arrays(),
-        )
-
-    def _arrays(self) -> dict[str, np.ndarray[Any, Any]]:
-        return {
-            "bu": self.bu_,
-            "bi": self.bi_,
-            "P": self.P_,
-            "Q": self.Q_,
-            "subjects": self.subjects_.keys,
-        }
-
-    @classmethod
-    def load(cls, path: Path, items: Vocabulary) -> Self:
-        model, state, arrays = load_model(path, cls, items, cls._array_names())
-        model.mu_ = float(state["mu"])
-        model.r_min_, model.r_max_ = float(state["r_min"]), float(state["r_max"])
-        model.bu_, model.bi_ = arrays["bu"], arrays["bi"]
-        model.P_, model.Q_ = arrays["P"], arrays["Q"]
-        model.subjects_ = SubjectIndex(arrays["subjects"].tolist())
-        model._restore(arrays, int(state["n_items"]))
-        return model
-
-    @classmethod
-    def _array_names(cls) -> tuple[str, ...]:
-        return ("bu", "bi", "P", "Q", "subjects")
-
-    def _restore(self, arrays: Mapping[str, np.ndarray[Any, Any]], n_items: int) -> None:
-        """Hook for state beyond the biases and factors."""
 
 
 class BiasedMFALS(BiasedMF):
