@@ -188,6 +188,7 @@ def recommend(
     try:
         engine = Engine.open(store, settings)
         rec = engine.recommend(RecommendRequest(user_id=user_id, k=k, category=category))
+        engine.close()
     finally:
         store.close()
     table = Table(title=f"for {user_id} (model {rec.model_version})")
@@ -239,6 +240,7 @@ def demo(
         started = time.perf_counter()
         rec = engine.recommend(RecommendRequest(user_id=user, k=5))
         took = (time.perf_counter() - started) * 1000
+        engine.close()
     finally:
         store.close()
     base = f"http://127.0.0.1:{port}"

@@ -87,6 +87,9 @@ class RecommendSettings(BaseModel):
     online_learning: bool = Field(
         True, description="Models learn from every ingested event (off: frozen batch model)"
     )
+    log_impressions: bool = Field(
+        True, description="Log every returned item as an impression event (for attribution)"
+    )
     live_sessions: bool = Field(
         True, description="Live sessions follow ingested events (off: history as trained)"
     )

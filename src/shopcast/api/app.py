@@ -51,6 +51,8 @@ def create_app(
             yield
         finally:
             watcher.cancel()
+            if engine is None:
+                app.state.engine.close()
             if own_store:
                 app.state.store.close()
 

@@ -23,6 +23,7 @@ from shopcast.features.live import LiveItemFeatures
 from shopcast.features.profile_index import ProfileIndex
 from shopcast.models._base import EVENT_CODES, Interactions, Vocabulary
 from shopcast.serving.catalog import CatalogIndex
+from shopcast.serving.impressions import ImpressionLog
 from shopcast.serving.pipeline import RecommendPipeline, RecommendRequest
 from shopcast.serving.state import MemorySessions
 from shopcast.storage import Store
@@ -101,6 +102,9 @@ class Engine:
             refit_growth=cfg.refit_growth,
         ).rebuild(list(store.items.scan()))
         self._install(self._prepare(bundle))
+        self.impressions = (
+            ImpressionLog(store.events) if settings.recommend.log_impressions else None
+        )
 
     @classmethod
     def open(cls, store: Store, settings: Settings) -> Engine:
@@ -200,8 +204,17 @@ class Engine:
     # -- reads ------------------------------------------------------------------
 
     def recommend(self, request: RecommendRequest) -> Recommendation:
+        now = self.clock()
         with self._lock:
-            return self.pipeline.run(request, self.clock())
+            rec = self.pipeline.run(request, now)
+        if self.impressions is not None:
+            self.impressions.record(rec, now)
+        return rec
+
+    def close(self) -> None:
+        """Flush what is buffered (impressions)."""
+        if self.impressions is not None:
+            self.impressions.close()
 
     def similar(self, item_id: str, k: int) -> Recommendation:
         """Items co-visited with ``item_id``, then content neighbours (text + category, for

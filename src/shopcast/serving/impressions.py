@@ -1,0 +1,101 @@
+"""Impression logging: every item we return becomes an ``impression`` event.
+
+Each impression carries the ``recommendation_id`` and, in its context, the position,
+scene, source, model version and whether it was sponsored, so later clicks and
+purchases can be attributed. Writing happens on a background thread in batches:
+impressions are our own record, not something a client was promised, so a crash
+may lose the last ``flush_interval`` seconds of them (never an acknowledged event).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from shopcast.domain import Event, EventType, Recommendation
+from shopcast.storage import EventLog
+
+log = logging.getLogger(__name__)
+
+
+def impressions_of(rec: Recommendation, at: float) -> list[Event]:
+    """The impression events of one response (ids derived from the recommendation id)."""
+    return [
+        Event(
+            event_id=f"imp:{rec.recommendation_id}:{pos}",
+            type=EventType.IMPRESSION,
+            user_id=rec.user_id,
+            session_id=rec.session_id,
+            item_id=item.item_id,
+            timestamp=at,
+            recommendation_id=rec.recommendation_id,
+            context={
+                "position": pos,
+                "scene": rec.scene,
+                "source": item.source,
+                "model_version": rec.model_version,
+                "sponsored": item.sponsored,
+            },
+        )
+        for pos, item in enumerate(rec.items, start=1)
+    ]
+
+
+class ImpressionLog:
+    """Buffers responses and appends their impressions to the event log in batches."""
+
+    def __init__(
+        self,
+        events: EventLog,
+        *,
+        flush_interval: float = 0.25,
+        max_pending: int = 50_000,
+        on_flush: Callable[[list[Event]], None] | None = None,
+    ) -> None:
+        self.events = events
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.on_flush = on_flush
+        self.dropped = 0
+        self._pending: list[tuple[Recommendation, float]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
+        self._thread.start()
+
+    def record(self, rec: Recommendation, at: float) -> None:
+        """Queue a response's impressions (cheap: the events are built on flush)."""
+        if not rec.items or (rec.user_id is None and rec.session_id is None):
+            return  # nobody to attribute to (e.g. trending for an anonymous page)
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                self.dropped += 1
+                return
+            self._pending.append((rec, at))
+
+    def flush(self) -> int:
+        """Write everything queued now; returns the number of impression events."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        events = [e for rec, at in pending for e in impressions_of(rec, at)]
+        if events:
+            self.events.append(events)
+            if self.on_flush is not None:
+                self.on_flush(events)
+        return len(events)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            try:
+                self.flush()
+            except Exception:  # keep logging alive; the next flush retries new impressions
+                log.exception("could not write impressions")
