@@ -87,6 +87,9 @@ class RecommendSettings(BaseModel):
     online_learning: bool = Field(
         True, description="Models learn from every ingested event (off: frozen batch model)"
     )
+    new_arrival_days: float = Field(
+        30.0, gt=0, description="Items created within this many days are new arrivals"
+    )
     log_impressions: bool = Field(
         True, description="Log every returned item as an impression event (for attribution)"
     )

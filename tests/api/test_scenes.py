@@ -211,3 +211,16 @@ def test_a_failing_source_degrades_instead_of_failing(
     r = shop.get("/v1/users/c1/recommendations?k=3")
     assert r.status_code == 200 and "pipeline" in r.json()["degraded"]
     assert _ids(r)[0] == "mug"  # popularity fallback
+
+
+def test_new_arrivals_are_recommended_before_any_interaction(shop: TestClient) -> None:
+    new = {"title": "Tent for two", "category": "Outdoor > Camping", "brand": "Acme",
+           "price": 150, "created_at": NOW - DAY}  # fmt: skip
+    assert shop.put("/v1/items/tent2", json=new).status_code == 200
+    shop.post("/v1/events", json=_ev("view", "explorer", "tent", NOW))
+    items = shop.get("/v1/users/explorer/recommendations?k=8").json()["items"]
+    found = [i for i in items if i["item_id"] == "tent2"]
+    assert found and found[0]["source"] == "new_arrivals"
+    assert found[0]["reason"] == "new arrival like what you viewed"
+    page = shop.get("/v1/users/explorer/recommendations?scene=product_page&item=tent&k=8")
+    assert "tent2" in _ids(page)

@@ -23,6 +23,7 @@ class CatalogIndex:
         self._meta: dict[int, Item] = {}
         self._out_of_stock: set[int] = set()
         self._masks: dict[str, BoolArray] = {}
+        self._newest: tuple[FloatArray, IntArray] | None = None  # created_at desc, cached
         self._lock = threading.Lock()
 
     def upsert(self, items: Iterable[Item]) -> None:
@@ -35,6 +36,7 @@ class CatalogIndex:
                 else:
                     self._out_of_stock.add(idx)
             self._masks.clear()
+            self._newest = None
 
     def delete(self, item_id: str) -> None:
         idx = self.vocab.index(item_id)
@@ -42,9 +44,14 @@ class CatalogIndex:
             if self._meta.pop(idx, None) is not None:
                 self._out_of_stock.discard(idx)
                 self._masks.clear()
+                self._newest = None
 
     def get(self, idx: int) -> Item | None:
         return self._meta.get(idx)
+
+    def created_at(self, idx: int) -> float:
+        item = self._meta.get(idx)
+        return float(item.created_at) if item is not None and item.created_at else 0.0
 
     def title(self, idx: int) -> str:
         item = self._meta.get(idx)
@@ -53,6 +60,19 @@ class CatalogIndex:
     def category_of(self, idx: int) -> list[str]:
         item = self._meta.get(idx)
         return item.category if item is not None else []
+
+    def created_since(self, since: float) -> IntArray:
+        """Items created at or after ``since``, newest first."""
+        with self._lock:
+            if self._newest is None:
+                dated = [(i.created_at, idx) for idx, i in self._meta.items() if i.created_at]
+                dated.sort(key=lambda d: -d[0])
+                self._newest = (
+                    np.asarray([d[0] for d in dated], dtype=np.float64),
+                    np.asarray([d[1] for d in dated], dtype=np.int64),
+                )
+            stamps, items = self._newest
+        return items[: int(np.searchsorted(-stamps, -since, side="right"))]
 
     def latest_category(self, recent: IntArray) -> str | None:
         """The leaf category of the most recent item that has one."""

@@ -118,7 +118,14 @@ class Engine:
         """Everything that depends on the bundle, caught up on the log (no lock needed)."""
         catalog = CatalogIndex(bundle.items)
         catalog.upsert(self.store.items.scan())
-        pipeline = RecommendPipeline(bundle, catalog, self.sessions, self.settings.merchandising)
+        pipeline = RecommendPipeline(
+            bundle,
+            catalog,
+            self.sessions,
+            self.settings.merchandising,
+            content=self.item_features,
+            new_arrival_days=self.settings.recommend.new_arrival_days,
+        )
         serving = _Serving(bundle, catalog, Vocabulary(), pipeline)
         self.history_cutoff = bundle.trained_until
         serving.catch_up(self.store, learn=self.settings.recommend.online_learning)
@@ -153,9 +160,7 @@ class Engine:
     def catch_up(self) -> int:
         """Learn the events committed after the bundle was trained; returns how many."""
         with self._lock:
-            return self._serving.catch_up(
-                self.store, learn=self.settings.recommend.online_learning
-            )
+            return self._serving.catch_up(self.store, learn=self.settings.recommend.online_learning)
 
     # -- writes -----------------------------------------------------------------
 

@@ -46,7 +46,9 @@ from shopcast.serving.sources import (
     BuyAgainSource,
     CandidateSource,
     CategoryPopularSource,
+    ContentNeighbours,
     CovisitSource,
+    NewArrivalsSource,
     PopularSource,
     RecommendRequest,
     Shopper,
@@ -60,11 +62,18 @@ log = logging.getLogger(__name__)
 
 #: Scenes and the sources each one uses, with their blend weights.
 SCENES: dict[str, dict[str, float]] = {
-    "home": {"covisit": 1.0, "buy_again": 0.6, "category_popular": 0.15, "popular": 0.1},
+    "home": {
+        "covisit": 1.0,
+        "buy_again": 0.6,
+        "new_arrivals": 0.08,
+        "category_popular": 0.15,
+        "popular": 0.1,
+    },
     "product_page": {
         "covisit": 1.0,
         "bought_together": 0.5,
         "category_popular": 0.3,
+        "new_arrivals": 0.15,
         "popular": 0.05,
     },
     "cart": {"bought_together": 1.0, "covisit": 0.5, "category_popular": 0.1, "popular": 0.1},
@@ -97,6 +106,9 @@ class RecommendPipeline:
         catalog: CatalogIndex,
         sessions: MemorySessions,
         merchandising: MerchandisingSettings | None = None,
+        *,
+        content: ContentNeighbours | None = None,
+        new_arrival_days: float = 30.0,
     ) -> None:
         merch = merchandising or MerchandisingSettings()
         self.bundle = bundle
@@ -110,6 +122,7 @@ class RecommendPipeline:
                 CategoryPopularSource(bundle, catalog),
                 PopularSource(bundle, catalog),
                 BuyAgainSource(),
+                NewArrivalsSource(bundle, catalog, content, new_arrival_days),
             )
         }
         self.rules: list[Rule] = [
@@ -282,6 +295,8 @@ class RecommendPipeline:
                     reason = f"often viewed with {title}"
                 else:
                     reason = self._because(ctx, contributor).format(title)
+            elif source == "new_arrivals":
+                reason = "new arrival like what you viewed" if basis.size else "new arrival"
             elif source == "buy_again":
                 reason = "time to buy again: you buy this regularly"
             elif source == "sponsored":

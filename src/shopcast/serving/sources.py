@@ -7,6 +7,7 @@ nothing, and the pipeline goes on with the others.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -180,3 +181,57 @@ class BuyAgainSource:
             return Candidates.empty()
         order = np.argsort(-np.asarray(scores), kind="stable")[:n]
         return Candidates(np.asarray(items, np.int64)[order], np.asarray(scores)[order])
+
+
+class ContentNeighbours(Protocol):
+    def neighbors(
+        self, item_id: str, k: int, *, exclude: Iterable[str] = ()
+    ) -> list[tuple[str, float]]: ...
+
+
+class NewArrivalsSource:
+    """Items added to the catalog in the last ``days``, before anyone interacted with them.
+
+    With a session, new items are scored by content similarity (text + category) to
+    the latest items; without one, by freshness (1 for today, falling linearly to 0).
+    """
+
+    name = "new_arrivals"
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        catalog: CatalogIndex,
+        content: ContentNeighbours | None,
+        days: float = 30.0,
+    ) -> None:
+        self.bundle = bundle
+        self.catalog = catalog
+        self.content = content
+        self.days = days
+
+    def __call__(self, shopper: Shopper, request: RecommendRequest, n: int) -> Candidates:
+        now = shopper.context.now
+        fresh = self.catalog.created_since(now - self.days * SECONDS_PER_DAY)
+        if not fresh.size:
+            return Candidates.empty()
+        seeds = (
+            shopper.anchors
+            if shopper.anchors.size
+            else latest_unique(shopper.context.recent_items, 3)
+        )
+        if self.content is None or not seeds.size:
+            created = np.asarray([self.catalog.created_at(int(i)) for i in fresh[:n]])
+            return Candidates(
+                fresh[:n], np.clip(1 - (now - created) / (self.days * SECONDS_PER_DAY), 0, 1)
+            )
+        fresh_ids = {self.bundle.items.id(int(i)) for i in fresh}
+        best: dict[str, float] = {}
+        for seed in seeds.tolist():
+            for other, sim in self.content.neighbors(self.bundle.items.id(seed), 4 * n):
+                if other in fresh_ids and sim > best.get(other, 0.0):
+                    best[other] = sim
+        if not best:
+            return Candidates.empty()
+        ids = sorted(best, key=lambda i: -best[i])[:n]
+        return Candidates(self.bundle.items.indices(ids), np.asarray([best[i] for i in ids]))
