@@ -17,6 +17,7 @@ from shopcast.features.items import (
     duplicate_groups,
     items_frame,
     normalize_title,
+    normalized,
 )
 from shopcast.models import Vocabulary
 
@@ -59,6 +60,12 @@ def test_normalized_titles() -> None:
     assert normalize_title("T-LIGHT  holder £10") == "t light holder 10"
     assert normalize_title("!!!") is None
     assert normalize_title(None) is None
+
+
+def test_python_and_polars_normalizations_agree() -> None:
+    texts = ["Été  naïve_Café", "ΣΟΦΙΑΣ x² ½", "T-LIGHT £10.00", "  ", "日本 の 茶", "ǅemal Ⅻ"]
+    frame = pl.DataFrame({"t": texts}).select(normalized("t").alias("t"))
+    assert frame["t"].to_list() == [normalize_title(t) for t in texts]
 
 
 def test_duplicates_need_same_title_and_brand(fitted: tuple[ItemFeatures, pl.DataFrame]) -> None:

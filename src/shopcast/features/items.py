@@ -46,6 +46,7 @@ pickle).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
@@ -130,11 +131,22 @@ def normalized(column: str) -> pl.Expr:
     return _blank_to_null(text)
 
 
+_NON_ALNUM = re.compile(r"[\W_]+")
+
+
 def normalize_title(text: str | None) -> str | None:
-    """``normalized`` for one string (None when nothing is left)."""
-    frame = pl.DataFrame({"t": [text]}, schema={"t": pl.String})
-    out: str | None = frame.select(normalized("t")).item()
-    return out
+    """``normalized`` for one string, in Python (None when nothing is left)."""
+    if text is None:
+        return None
+    return _NON_ALNUM.sub(" ", text.lower()).strip() or None
+
+
+def duplicate_key(item: Item) -> str | None:
+    """What duplicates share: normalized title + normalized brand (None without a title)."""
+    title = normalize_title(item.title)
+    if title is None:
+        return None
+    return title + SEP + (normalize_title(item.brand) or "")
 
 
 def clean_frame(frame: pl.DataFrame) -> pl.DataFrame:

@@ -20,10 +20,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
-import polars as pl
-
 from shopcast.domain import Item
-from shopcast.features.items import MISSING_FIELDS, ItemFeatures
+from shopcast.features.items import MISSING_FIELDS, ItemFeatures, duplicate_key
 from shopcast.features.similarity import ContentSimilarity
 from shopcast.models._base import FloatArray, Vocabulary
 
@@ -102,19 +100,12 @@ class LiveItemFeatures:
                 self._untrack(item_id)
 
     def _track(self, items: Sequence[Item]) -> None:
-        if not items:
-            return
-        keys = self.features.transform(items).select(
-            "item_id",
-            pl.concat_str(
-                [pl.col("title_norm"), pl.col("brand_norm").fill_null("")], separator="\x1f"
-            ).alias("key"),
-        )
-        for item_id, key in keys.iter_rows():
-            self._untrack(item_id)
+        for item in items:
+            self._untrack(item.item_id)
+            key = duplicate_key(item)
             if key is not None:
-                self._keys[item_id] = key
-                self._groups.setdefault(key, set()).add(item_id)
+                self._keys[item.item_id] = key
+                self._groups.setdefault(key, set()).add(item.item_id)
 
     def _untrack(self, item_id: str) -> None:
         key = self._keys.pop(item_id, None)

@@ -48,8 +48,8 @@ def _stack(blocks: list[TextMatrix]) -> TextMatrix:
 def _dot(matrix: TextMatrix, row: TextMatrix) -> FloatArray:
     """``matrix @ row.T`` as a dense 1-d float64 array."""
     if sp.issparse(matrix):
-        out = sp.csr_array(matrix) @ sp.csr_array(row).T
-        return np.asarray(out.toarray(), dtype=np.float64).ravel()
+        vector = np.asarray(sp.csr_array(row).toarray(), dtype=np.float64).ravel()
+        return np.asarray(sp.csr_array(matrix) @ vector, dtype=np.float64)
     return np.asarray(np.asarray(matrix) @ np.asarray(row).ravel(), dtype=np.float64)
 
 
@@ -127,11 +127,13 @@ class ContentSimilarity:
         encoded = sp.csr_array(encoded) if sp.issparse(encoded) else np.asarray(encoded)
         rows = self.items_.indices([i.item_id for i in batch], add=True)
         self._grow(len(self.items_))
-        for j, (row, item) in enumerate(zip(rows.tolist(), batch, strict=True)):
-            self._pending[row] = encoded[[j]]
+        for row, item in zip(rows.tolist(), batch, strict=True):
             self._set_meta(row, item)
-        if len(self._pending) > max(MERGE_MIN_ROWS, self.text_.shape[0] // 20):
-            self._merge()
+        if len(self._pending) + len(batch) > max(MERGE_MIN_ROWS, self.text_.shape[0] // 20):
+            self._merge(rows, encoded)
+        else:
+            for j, row in enumerate(rows.tolist()):
+                self._pending[row] = encoded[[j]]
 
     def remove(self, item_id: str) -> bool:
         """Stop proposing ``item_id``; False when it is not indexed."""
@@ -176,17 +178,25 @@ class ContentSimilarity:
         )
         self._alive[row] = True
 
-    def _merge(self) -> None:
-        """Fold pending rows into ``text_`` (one matrix over every row)."""
+    def _merge(self, rows: IntArray | None = None, block: TextMatrix = None) -> None:
+        """Fold pending rows, then ``block`` (encoded ``rows``), into ``text_``."""
         n = len(self.items_)
         base = self.text_
         if base.shape[0] < n:
             base = _stack([base, _empty(base, n - base.shape[0])])
+        blocks = [base]
+        order = np.arange(n, dtype=np.int64)
+        offset = n
         if self._pending:
-            rows = sorted(self._pending)
-            order = np.arange(n, dtype=np.int64)
-            order[rows] = n + np.arange(len(rows))
-            base = _rows(_stack([base, *(self._pending[r] for r in rows)]), order)
+            pending = sorted(self._pending)
+            blocks.extend(self._pending[r] for r in pending)
+            order[pending] = offset + np.arange(len(pending))
+            offset += len(pending)
+        if rows is not None and rows.shape[0]:
+            blocks.append(block)
+            order[rows] = offset + np.arange(rows.shape[0])
+        if len(blocks) > 1:
+            base = _rows(_stack(blocks), order)
         self.text_ = base
         self._pending = {}
 
@@ -228,8 +238,8 @@ class ContentSimilarity:
             row = self.items_.index(item_id)
             if row >= 0:
                 scores[row] = 0.0
-        best = top_indices(scores, k)
-        best = best[scores[best] > 0]
+        positive = np.flatnonzero(scores > 0)
+        best = positive[top_indices(scores[positive], k)]
         return [(self.items_.id(int(i)), float(scores[i])) for i in best]
 
     def _text_row(self, row: int) -> TextMatrix:
