@@ -20,6 +20,7 @@ import polars as pl
 from shopcast.domain import Item
 
 SEP = " > "
+_UNIT = "\x1f"  # joins category keys in ``frame``: a control character, not in real names
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +108,11 @@ class ItemTable:
         discounted, ref_price`` (for joins in the batch path)."""
         ids = list(self._info)
         infos = [self._info[i] for i in ids]
-        return pl.DataFrame(
+        frame = pl.DataFrame(
             {
                 "item_id": ids,
-                "categories": [list(x.categories) for x in infos],
+                # joined then split: much faster than building a column from Python lists
+                "categories": [_UNIT.join(x.categories) or None for x in infos],
                 "brand": [x.brand for x in infos],
                 "item_price": [x.price for x in infos],
                 "original_price": [x.original_price for x in infos],
@@ -119,7 +121,7 @@ class ItemTable:
             },
             schema={
                 "item_id": pl.String,
-                "categories": pl.List(pl.String),
+                "categories": pl.String,
                 "brand": pl.String,
                 "item_price": pl.Float64,
                 "original_price": pl.Float64,
@@ -127,3 +129,4 @@ class ItemTable:
                 "ref_price": pl.Float64,
             },
         )
+        return frame.with_columns(pl.col("categories").str.split(_UNIT))

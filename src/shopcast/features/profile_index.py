@@ -110,7 +110,14 @@ class ProfileIndex:
         index.load(store.events.frame(), store.items.scan(), store.users.scan())
         return index
 
-    def load(self, frame: pl.DataFrame, items: Iterable[Item], users: Iterable[User]) -> None:
+    def load(
+        self,
+        frame: pl.DataFrame,
+        items: Iterable[Item],
+        users: Iterable[User],
+        *,
+        refit: bool = True,
+    ) -> None:
         """Replace everything by the batch recompute of ``frame``, then ``refit``."""
         with self._lock:
             self.items = ItemTable(items)
@@ -118,7 +125,8 @@ class ProfileIndex:
             self.states = build_states(frame, self.items, self.users, self.params)
             last = frame.select(pl.col("ts").max()).item() if frame.height else None
             self.last_event_ts = None if last is None else float(last)
-            self.refit()
+            if refit:
+                self.refit()
 
     def refit(self, now: float | None = None) -> None:
         """Fit RFM quintiles, the feature space and the segments on the current profiles."""
@@ -134,9 +142,9 @@ class ProfileIndex:
             )
             self.space, self.segmenter, self._segment_of = None, None, {}
             if len(profiles) >= 2:
-                space = FeatureSpace().fit(profiles)
+                space = FeatureSpace()
+                rows = space.fit_transform(profiles)
                 k = min(self.config.segments, max(1, len(profiles) // USERS_PER_SEGMENT))
-                rows = space.transform(profiles)
                 segmenter = Segmenter(k=k, seed=self.config.segment_seed).fit(rows, space.columns)
                 labels = segmenter.assign(rows).tolist()
                 self.space, self.segmenter = space, segmenter

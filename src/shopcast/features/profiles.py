@@ -415,7 +415,7 @@ def _affinities(
 ) -> list[Affinity]:
     keys = set(weights) | set(intents)
     out = [
-        Affinity(
+        Affinity.model_construct(  # trusted values: skip validation (hot for long lists)
             key=k,
             level=level(k) if with_level else 0,
             weight=weights.get(k, 0.0) * decay,

@@ -130,6 +130,11 @@ class FeatureSpace:
 
     def fit(self, profiles: Sequence[UserProfile]) -> Self:
         """Learn vocabularies, column means and deviations from training ``profiles``."""
+        self.fit_transform(profiles)
+        return self
+
+    def fit_transform(self, profiles: Sequence[UserProfile]) -> FloatArray:
+        """``fit`` then ``transform`` of the same profiles (reading each profile once)."""
         if not profiles:
             raise ModelError("FeatureSpace.fit needs at least one profile")
         self.occupations_ = _top([p.demographics.occupation for p in profiles], self.n_top)
@@ -150,7 +155,7 @@ class FeatureSpace:
             std = np.nanstd(raw, axis=0)
         self.mean_ = np.nan_to_num(mean, nan=0.0)
         self.std_ = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
-        return self
+        return self.scale(raw)
 
     def _columns(self) -> list[str]:
         return [
@@ -221,9 +226,12 @@ class FeatureSpace:
 
     def transform(self, profiles: Sequence[UserProfile]) -> FloatArray:
         """Scaled rows: (raw − training mean) / training std, missing → 0."""
+        return self.scale(self.raw(profiles))
+
+    def scale(self, raw: FloatArray) -> FloatArray:
+        """Scale rows of ``raw`` (NaN = missing) with the training mean and std."""
         if self.mean_ is None or self.std_ is None:
-            raise NotFittedError("FeatureSpace.transform called before fit")
-        raw = self.raw(profiles)
+            raise NotFittedError("FeatureSpace used before fit")
         raw = np.where(np.isnan(raw), self.mean_, raw)
         return (raw - self.mean_) / self.std_
 
