@@ -23,8 +23,9 @@ scaling. Scaling is a z-score with the training mean and standard deviation (a
 constant column gets std 1). Saved as ``features.npz`` (mean, std) + ``features.json``
 (columns, vocabularies), loaded without pickle.
 
-``Segmenter`` clusters scaled rows with k-means (``scipy.cluster.vq.kmeans2``,
-k-means++ initialisation from a seeded generator, so one seed gives one result).
+``Segmenter`` clusters scaled rows with k-means: k-means++ seeding and one step of
+``scipy.cluster.vq.kmeans2`` from a seeded generator, then Lloyd steps until no row
+changes segment (at most ``iterations``), so one seed gives one result.
 Segments are numbered by size (0 = largest; empty clusters are dropped) and named from
 their centroid: the columns furthest from the mean (|z| ≥ 0.5) become phrases such as
 "frequent buyers" (+) or "recent buyers" (− ``log_recency``); one-hot columns only
@@ -310,13 +311,18 @@ class Segmenter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "one of the clusters is empty"
             centroids, _ = kmeans2(
-                rows,
-                k,
-                iter=self.iterations,
-                minit="++",
-                rng=np.random.default_rng(self.seed),
+                rows, k, iter=1, minit="++", rng=np.random.default_rng(self.seed)
             )
         labels = self._nearest(rows, centroids)
+        for _ in range(self.iterations):  # Lloyd steps until no row changes segment
+            for c in range(k):
+                members = rows[labels == c]
+                if len(members):  # an empty cluster keeps its centroid
+                    centroids[c] = members.mean(axis=0)
+            moved = self._nearest(rows, centroids)
+            if np.array_equal(moved, labels):
+                break
+            labels = moved
         sizes = np.bincount(labels, minlength=k)
         order = sorted((i for i in range(k) if sizes[i] > 0), key=lambda i: (-sizes[i], i))
         self.centroids_ = np.asarray(centroids[order], dtype=np.float64)
