@@ -101,3 +101,18 @@ def test_segments_of_the_simulated_shop(shop_client: TestClient) -> None:
     missing = shop_client.get("/v1/segments/99/users")
     assert missing.status_code == 404 and "segment 99" in missing.json()["message"]
     assert shop_client.get("/v1/segments/0/users?limit=0").status_code == 422
+
+
+def test_a_merged_anonymous_session_joins_the_profile(client: TestClient) -> None:
+    _seed(client)
+    anon = [
+        {"type": "view", "session_id": "tab-9", "item_id": "B", "timestamp": T0 + 300},
+        {"type": "add_to_cart", "session_id": "tab-9", "item_id": "B", "timestamp": T0 + 301},
+    ]
+    assert client.post("/v1/events", json=anon).status_code == 202
+    before = client.get("/v1/users/ann/profile").json()["behaviour"]["funnel"]
+    assert (before["views"], before["carts"]) == (1, 0)  # anonymous: no profile yet
+    assert client.post("/v1/users/ann/merge", json={"session_id": "tab-9"}).status_code == 200
+    after = client.get("/v1/users/ann/profile").json()["behaviour"]
+    assert (after["funnel"]["views"], after["funnel"]["carts"]) == (2, 1)
+    assert after["recent"]["carted"] == ["B"]

@@ -196,6 +196,11 @@ class ProfileIndex:
         with self._lock:
             self.items.upsert(items)
 
+    def delete_item(self, item_id: str) -> None:
+        """Later events on the item read it as unknown (as the next batch would)."""
+        with self._lock:
+            self.items.delete(item_id)
+
     def upsert_users(self, users: Iterable[User]) -> None:
         """New demographics; drops the state of users who decline personalization."""
         with self._lock:
@@ -209,14 +214,16 @@ class ProfileIndex:
                 regained = old is not None and not consents(old)
                 moved = (old.timezone if old else None) != user.timezone and uid in self.states
                 if regained or moved:
-                    self._replay(uid)
+                    self.replay(uid)
 
-    def _replay(self, uid: str) -> None:
-        """Rebuild one user's state from the log (consent back, time zone changed)."""
-        if self._history is None:
-            return
-        self._drop(uid)
-        self.observe(self._history(uid))
+    def replay(self, user_id: str) -> None:
+        """Rebuild one user's state from the log (consent back, time zone changed, an
+        anonymous session merged into the user); no-op without a history loader."""
+        with self._lock:
+            if self._history is None or not consents(self.users.get(user_id)):
+                return
+            self._drop(user_id)
+            self.observe(self._history(user_id))
 
     def _drop(self, uid: str) -> None:
         self.states.pop(uid, None)

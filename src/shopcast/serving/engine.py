@@ -190,12 +190,15 @@ class Engine:
         with self._lock:
             self.catalog.delete(item_id)
             self.item_features.delete(item_id)
+            self.profiles.delete_item(item_id)
 
     def merge_session(self, user_id: str, session_id: str) -> int:
         """An anonymous session joins the user (login): in the log and in live state."""
         moved = self.store.events.assign_session(session_id, user_id)
         with self._lock:
             self.sessions.merge(f"s:{session_id}", f"u:{user_id}")
+        if moved:
+            self.profiles.replay(user_id)  # the session's events are now the user's
         return moved
 
     def forget_user(self, user_id: str) -> None:
