@@ -275,12 +275,13 @@ class RecommendPipeline:
         chosen = np.asarray([s.item for s in slate], dtype=np.int64)
         contributors = np.full(chosen.shape[0], -1, np.int64)
         if basis.size and chosen.size:
-            contributors = self.bundle.covisit.contributors(basis_ctx, chosen)
+            # Only the slots a reason is built for: each model's contributors walk
+            # the rows of every basis item, the costliest step of a request.
             together = self.bundle.bought_together
-            if together is not None:
-                from_orders = together.contributors(basis_ctx, chosen)
-                use = np.asarray([s.source == "bought_together" for s in slate])
-                contributors = np.where(use, from_orders, contributors)
+            for model, source in ((self.bundle.covisit, "covisit"), (together, "bought_together")):
+                use = np.asarray([s.source == source for s in slate], dtype=bool)
+                if model is not None and use.any():
+                    contributors[use] = model.contributors(basis_ctx, chosen[use])
         latest_category = self.catalog.latest_category(basis)
         out: list[RecommendedItem] = []
         for pos, slot in enumerate(slate):

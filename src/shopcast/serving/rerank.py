@@ -10,6 +10,7 @@ side when another candidate can go between them.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -21,8 +22,12 @@ from shopcast.serving.rules import Ranked
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def title_key(title: str | None) -> str | None:
-    """A normalized title: lower case, letters and digits only (near-duplicate test)."""
+    """A normalized title: lower case, letters and digits only (near-duplicate test).
+
+    Cached: the same catalog titles come back on every request.
+    """
     if not title:
         return None
     key = _NON_WORD.sub(" ", title.lower()).strip()
@@ -49,29 +54,37 @@ class MMR:
         while len(chosen) < min(k, pool.shape[0]):
             gain = (1 - lam) * rel - lam * max_sim
             gain[~available] = -np.inf
-            if chosen and dup[chosen[-1]] is not None:  # never a near-duplicate next
-                twins = np.array([d == dup[chosen[-1]] for d in dup]) & available
+            if chosen and dup[chosen[-1]] >= 0:  # never a near-duplicate next
+                twins = (dup == dup[chosen[-1]]) & available
                 if (available & ~twins).any():
                     gain[twins] = -np.inf
             pick = int(np.argmax(gain))
             chosen.append(pick)
             available[pick] = False
             sim = np.where(leaf == leaf[pick], 1.0, np.where(top == top[pick], 0.5, 0.0))
-            sim[leaf == ""] = 0.0
-            if dup[pick] is not None:
-                sim[[i for i, d in enumerate(dup) if d == dup[pick]]] = 1.0
+            sim[leaf == 0] = 0.0
+            if dup[pick] >= 0:
+                sim[dup == dup[pick]] = 1.0
             max_sim = np.maximum(max_sim, sim)
         return pool[np.asarray(chosen, dtype=np.int64)]
 
-    def _keys(self, items: IntArray) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    def _keys(self, items: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+        """Integer codes per item of its leaf category path, its top-level category
+        (0: none) and its near-duplicate title key (-1: none); equal codes, equal keys."""
+        codes: dict[tuple[int, str], int] = {(0, ""): 0, (1, ""): 0}
         leaf, top, dup = [], [], []
         for idx in items.tolist():
             path = self.catalog.category_of(idx)
-            leaf.append("/".join(path))
-            top.append(path[0] if path else "")
             item = self.catalog.get(idx)
-            dup.append(title_key(item.title) if item is not None else None)
-        return np.asarray(leaf), np.asarray(top), dup
+            key = title_key(item.title) if item is not None else None
+            leaf.append(codes.setdefault((0, "/".join(path)), len(codes)))
+            top.append(codes.setdefault((1, path[0] if path else ""), len(codes)))
+            dup.append(-1 if key is None else codes.setdefault((2, key), len(codes)))
+        return (
+            np.asarray(leaf, dtype=np.int64),
+            np.asarray(top, dtype=np.int64),
+            np.asarray(dup, dtype=np.int64),
+        )
 
 
 def _unit(scores: FloatArray) -> FloatArray:

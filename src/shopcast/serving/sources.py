@@ -7,6 +7,9 @@ nothing, and the pipeline goes on with the others.
 
 from __future__ import annotations
 
+import itertools
+import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -171,12 +174,13 @@ class BuyAgainSource:
         for idx, times in shopper.purchases.items():
             if len(times) < 2:
                 continue
-            cycle = float(np.median(np.diff(times)))
+            # A handful of times: plain Python is many times faster than numpy here.
+            cycle = statistics.median([b - a for a, b in itertools.pairwise(times)])
             if cycle <= 0:
                 continue
             due = (now - times[-1]) / cycle
             items.append(idx)
-            scores.append(float(np.exp(-(((due - 1.0) / 0.5) ** 2))))
+            scores.append(math.exp(-(((due - 1.0) / 0.5) ** 2)))
         if not items:
             return Candidates.empty()
         order = np.argsort(-np.asarray(scores), kind="stable")[:n]
