@@ -15,6 +15,7 @@ from shopcast.models.ials import ImplicitALS
 from shopcast.models.knn import ItemKNN
 from shopcast.models.mf import BiasedMF, BiasedMFALS, SVDpp
 from shopcast.models.popularity import Popularity
+from shopcast.models.sasrec import SASRec
 
 #: Every model by its ``name``.
 MODELS: dict[str, type[Recommender]] = {
@@ -30,6 +31,7 @@ MODELS: dict[str, type[Recommender]] = {
         ImplicitALS,
         BayesianMF,
         Blend,
+        SASRec,
     )
 }
 
@@ -58,6 +60,7 @@ __all__ = [
     "OnlineLearner",
     "Popularity",
     "Recommender",
+    "SASRec",
     "SVDpp",
     "Vocabulary",
     "model_class",
