@@ -1,0 +1,163 @@
+"""Shared by the serving benchmarks (P1, P2): a store with a trained model on UCI Online
+Retail, and `shopcast serve` started on it in a separate process on loopback.
+
+``prepare_data`` imports and trains with `shopcast demo --once` into ``<work>/demo``
+(or copies an existing demo directory, so the benchmark's event posts never touch it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SHOPCAST = [sys.executable, "-m", "shopcast.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_data(work: Path, data_dir: Path | None) -> Path:
+    """A demo directory (``shopcast.db`` + ``models/``) under ``work`` to serve from."""
+    target = work / "demo"
+    if data_dir is not None:
+        if not (data_dir / "shopcast.db").exists():
+            raise SystemExit(f"{data_dir} has no shopcast.db (run `shopcast demo --once` there)")
+        target.mkdir(parents=True)
+        for name in ("shopcast.db", "shopcast.db-wal", "shopcast.db-shm"):
+            if (data_dir / name).exists():
+                shutil.copy2(data_dir / name, target / name)
+        shutil.copytree(data_dir / "models", target / "models")
+        return target
+    env = {**os.environ}
+    env.setdefault("SHOPCAST_DATA", str(ROOT.parent / "shared" / "datasets"))
+    subprocess.run(
+        [*SHOPCAST, "demo", "--once", "--data-dir", str(target)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    return target
+
+
+def db_url(data: Path) -> str:
+    return f"sqlite:///{data / 'shopcast.db'}"
+
+
+@dataclass
+class Server:
+    base: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextmanager
+def serve(data: Path, *, log: Path | None = None) -> Iterator[Server]:
+    """`shopcast serve` over ``data`` on a free loopback port, until the block ends."""
+    port = free_port()
+    env = {**os.environ, "SHOPCAST_MODEL_DIR": str(data / "models")}
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        [*SHOPCAST, "serve", "--db", db_url(data), "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"the server exited with {process.returncode} (log: {log})")
+            try:
+                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the server did not answer /v1/health within 300 s")
+            time.sleep(0.2)
+        yield Server(base, port, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log is not None and out is not subprocess.DEVNULL:
+            out.close()
+
+
+def shop_ids(data: Path) -> tuple[list[str], list[str]]:
+    """Real customers (with a CustomerID) and real items (StockCodes) of the store."""
+    from shopcast.storage import open_store
+
+    store = open_store(db_url(data))
+    try:
+        frame = store.events.frame()
+    finally:
+        store.close()
+    customers = frame["user_id"].drop_nulls().unique().sort().to_list()
+    items = (
+        frame.group_by("item_id")
+        .len()
+        .sort(["len", "item_id"], descending=[True, False])["item_id"]
+        .to_list()
+    )
+    return [str(c) for c in customers], [str(i) for i in items if i is not None]
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/max (ms) of latencies in ms; empty dict for no samples."""
+    if len(samples) < 2:
+        return {"n": len(samples)}
+    qs = statistics.quantiles(samples, n=1000, method="inclusive")
+    return {
+        "n": len(samples),
+        "p50_ms": round(statistics.median(samples), 3),
+        "p95_ms": round(qs[949], 3),
+        "p99_ms": round(qs[989], 3),
+        "max_ms": round(max(samples), 3),
+    }
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on, and how busy the machine was."""
+    import platform
+
+    info: dict[str, object] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
+    with suppress(OSError, StopIteration):
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    with suppress(OSError):
+        info["loadavg_1m_start"] = os.getloadavg()[0]
+    return info
