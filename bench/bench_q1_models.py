@@ -102,11 +102,11 @@ def main() -> None:
 
     tasks = [(args.data, n, f, args.split) for n in names for f in folds]
     start = time.perf_counter()
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(run_one, *zip(*tasks, strict=True)))
-    else:
-        rows = [run_one(*t) for t in tasks]
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max(1, args.jobs)) as pool:
+        for row in pool.map(run_one, *zip(*tasks, strict=True)):
+            print(f"  {row['model']} u{row['fold']}: RMSE {row['rmse']:.4f}", flush=True)
+            rows.append(row)
     total_s = time.perf_counter() - start
 
     results: dict[str, Any] = {}

@@ -52,6 +52,9 @@ class RatingFactors:
     ``r̂ = μ + b_u + b_i + q_i·v_u`` with ``v_u`` the effective user factors. ``predict``
     clips to the range of the training ratings; ``score`` ranks by the unclipped ``r̂`` of
     the context's subject (``μ + b_i`` for an unknown one). Unknown indices add nothing.
+
+    Learned state: ``mu_``, ``bu_``, ``bi_``, ``P_``, ``Q_``, ``r_min_``, ``r_max_``,
+    ``subjects_``.
     """
 
     name: ClassVar[str]
@@ -160,12 +163,9 @@ class BiasedMF(RatingFactors):
     SGD visits the ratings in a seeded random order in mini-batches of ``batch_size``
     (updates of one batch are summed; ``batch_size=1`` is classic SGD), with step
     ``lr · lr_decay^epoch``. ALS alternates exact ridge solves of ``(b_u, p_u)`` for all
-    users and ``(b_i, q_i)`` for all items; ``μ`` is the mean rating. ``predict`` clips to
-    the range of the training ratings; ``score`` ranks by the unclipped ``r̂`` of the
-    context's subject (``μ + b_i`` for an unknown one). ``fold_in`` solves a new user.
-
-    Learned state: ``mu_``, ``bu_``, ``bi_``, ``P_``, ``Q_``, ``r_min_``, ``r_max_``,
-    ``subjects_``.
+    users and ``(b_i, q_i)`` for all items; ``μ`` is the mean rating. ``fold_in`` solves a
+    new user. Defaults were chosen on a seeded 10% validation split of MovieLens 100K
+    ``u1.base`` (never on ``u1.test``). Prediction and state: see ``RatingFactors``.
     """
 
     name: ClassVar[str] = "mf"
@@ -195,11 +195,11 @@ class BiasedMF(RatingFactors):
         self,
         n_factors: int = 100,
         solver: str = "sgd",
-        epochs: int = 40,
-        lr: float = 0.01,
-        lr_decay: float = 0.95,
+        epochs: int = 60,
+        lr: float = 0.007,
+        lr_decay: float = 1.0,
         reg_bias: float = 0.02,
-        reg_factors: float = 0.08,
+        reg_factors: float = 0.1,
         init_std: float = 0.05,
         batch_size: int = 64,
         seed: int = 0,
@@ -323,7 +323,7 @@ class BiasedMF(RatingFactors):
 
 
 class BiasedMFALS(BiasedMF):
-    """``BiasedMF`` fitted by ALS, with defaults tuned for it."""
+    """``BiasedMF`` fitted by ALS, with defaults tuned for it (same validation split)."""
 
     name: ClassVar[str] = "mf_als"
     _params: ClassVar[tuple[str, ...]] = (
@@ -337,10 +337,10 @@ class BiasedMFALS(BiasedMF):
 
     def __init__(
         self,
-        n_factors: int = 20,
+        n_factors: int = 10,
         epochs: int = 15,
         reg_bias: float = 5.0,
-        reg_factors: float = 10.0,
+        reg_factors: float = 15.0,
         init_std: float = 0.05,
         seed: int = 0,
         progress: Progress | None = None,
@@ -390,13 +390,13 @@ class SVDpp(BiasedMF):
 
     def __init__(
         self,
-        n_factors: int = 50,
-        epochs: int = 40,
+        n_factors: int = 20,
+        epochs: int = 25,
         lr: float = 0.007,
-        lr_decay: float = 0.95,
+        lr_decay: float = 1.0,
         reg_bias: float = 0.02,
-        reg_factors: float = 0.08,
-        reg_implicit: float = 0.08,
+        reg_factors: float = 0.05,
+        reg_implicit: float = 0.05,
         init_std: float = 0.05,
         batch_size: int = 64,
         seed: int = 0,
