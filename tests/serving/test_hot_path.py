@@ -4,7 +4,9 @@
   string-based version (kept here as the reference) on random SYNTHETIC catalogs;
 - ``BuyAgainSource`` computes cycles without numpy: same scores as ``np.median``;
 - ``explain`` asks a co-visitation model for contributors only when a slot of its
-  source is there (``bought_together`` is not asked on the home scene).
+  source is there (``bought_together`` is not asked on the home scene);
+- ``CatalogIndex.category_mask`` comes from an index of items by category level
+  (built once per catalog change), not from a pass over the catalog per category.
 """
 
 from __future__ import annotations
@@ -149,3 +151,38 @@ def test_explain_asks_only_the_models_of_the_slots_shown(tmp_path: Path) -> None
     assert reasons["c"] == ("bought_together", "goes with a in your cart")
     shown = sum(i.source == "bought_together" for i in cart.items)
     assert calls == [shown]  # once, for the bought_together slots only
+
+
+def _reference_mask(catalog: CatalogIndex, category: str) -> np.ndarray:
+    """The category mask as a pass over the whole catalog (the previous way)."""
+    key = category.strip().lower()
+    mask = np.zeros(len(catalog.vocab), dtype=bool)
+    for idx in range(len(catalog.vocab)):
+        item = catalog.get(idx)
+        if item is not None and any(level.lower() == key for level in item.category):
+            mask[idx] = True
+    return mask
+
+
+def test_category_masks_follow_upserts_deletes_and_vocabulary_growth() -> None:
+    rng = random.Random(0)
+    vocab = Vocabulary()
+    catalog = CatalogIndex(vocab)
+    paths = [["Home", "Kitchen"], ["home", "Garden"], ["Outdoor", "Camping"], ["Kitchen"], []]
+    catalog.upsert(Item(item_id=f"i{j}", category=rng.choice(paths)) for j in range(200))
+    queries = ["home", " Kitchen ", "GARDEN", "camping", "outdoor", "nothing"]
+
+    def check() -> None:
+        for q in queries:
+            np.testing.assert_array_equal(catalog.category_mask(q), _reference_mask(catalog, q))
+
+    check()
+    vocab.indices(["new-1", "new-2"], add=True)  # items seen in events, not in the catalog
+    check()
+    catalog.upsert([Item(item_id="new-1", category=["Home", "Kitchen"])])
+    catalog.upsert([Item(item_id="i0", category=["Outdoor"])])  # an item changes category
+    check()
+    catalog.delete("i1")
+    check()
+    assert catalog.category_mask("kitchen")[vocab.index("new-1")]
+    assert not catalog.category_mask("home")[vocab.index("new-2")]

@@ -23,6 +23,9 @@ class CatalogIndex:
         self._meta: dict[int, Item] = {}
         self._out_of_stock: set[int] = set()
         self._masks: dict[str, BoolArray] = {}
+        #: Items by lower-cased category level, built on first use (a mask costs one
+        #: assignment instead of a pass over the whole catalog per category).
+        self._by_level: dict[str, IntArray] | None = None
         self._newest: tuple[FloatArray, IntArray] | None = None  # created_at desc, cached
         self._lock = threading.Lock()
 
@@ -36,6 +39,7 @@ class CatalogIndex:
                 else:
                     self._out_of_stock.add(idx)
             self._masks.clear()
+            self._by_level = None
             self._newest = None
 
     def delete(self, item_id: str) -> None:
@@ -44,6 +48,7 @@ class CatalogIndex:
             if self._meta.pop(idx, None) is not None:
                 self._out_of_stock.discard(idx)
                 self._masks.clear()
+                self._by_level = None
                 self._newest = None
 
     def get(self, idx: int) -> Item | None:
@@ -109,12 +114,24 @@ class CatalogIndex:
         """Items whose category path contains ``category`` at any level (case-insensitive)."""
         key = category.strip().lower()
         with self._lock:
+            n = len(self.vocab)
             mask = self._masks.get(key)
-            if mask is None or mask.shape[0] != len(self.vocab):
-                mask = np.zeros(len(self.vocab), dtype=bool)
-                for idx, item in self._meta.items():
-                    if any(level.lower() == key for level in item.category):
-                        mask[idx] = True
+            if mask is not None and mask.shape[0] < n:
+                # The vocabulary grew through events: the new items have no catalog
+                # record here (an upsert would have cleared the cache), so no category.
+                mask = np.concatenate([mask, np.zeros(n - mask.shape[0], dtype=bool)])
+                self._masks[key] = mask
+            elif mask is None or mask.shape[0] != n:
+                if self._by_level is None:
+                    found: dict[str, list[int]] = {}
+                    for idx, item in self._meta.items():
+                        for level in {level.lower() for level in item.category}:
+                            found.setdefault(level, []).append(idx)
+                    self._by_level = {k: np.asarray(v, np.int64) for k, v in found.items()}
+                mask = np.zeros(n, dtype=bool)
+                members = self._by_level.get(key)
+                if members is not None:
+                    mask[members[members < n]] = True
                 self._masks[key] = mask
             return mask
 
