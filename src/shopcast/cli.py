@@ -74,6 +74,15 @@ app.add_typer(
 )
 
 
+def _evaluate_command() -> Callable[..., None]:
+    from shopcast.evaluation.cli import evaluate
+
+    return evaluate
+
+
+app.command(name="evaluate")(_evaluate_command())
+
+
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
