@@ -66,7 +66,7 @@ SEED = 0
 _RANKING_GRIDS: dict[str, dict[str, list[Any]]] = {
     "ease": {"reg": [250.0, 50.0, 100.0, 500.0, 1000.0]},
     "itemknn": {"k": [100, 20, 50, 200], "shrink": [10.0, 0.0, 50.0]},
-    "ials": {"n_factors": [64, 128], "reg": [0.1, 1.0, 10.0], "alpha": [10.0, 1.0]},
+    "ials": {"n_factors": [64, 128], "reg": [0.1, 1.0, 10.0]},
     "implicit-als": {
         "factors": [64, 128],
         "regularization": [0.01, 0.1, 1.0],
@@ -85,9 +85,9 @@ _RANKING_GRIDS: dict[str, dict[str, list[Any]]] = {
 #: used without tuning (``--quick``, ``--no-tune``).
 GRIDS: dict[str, dict[str, dict[str, list[Any]]]] = {
     "q1": {
-        "mf": {"reg_factors": [0.08, 0.04, 0.15], "n_factors": [100, 50]},
-        "mf_als": {"reg_factors": [10.0, 5.0, 20.0], "n_factors": [20, 50]},
-        "svdpp": {"reg_factors": [0.08, 0.15]},
+        "mf": {"reg_factors": [0.1, 0.05, 0.15], "n_factors": [100, 50]},
+        "mf_als": {"reg_factors": [15.0, 10.0, 20.0], "n_factors": [10, 20]},
+        "svdpp": {"reg_factors": [0.05, 0.1]},
         "surprise-svd": {
             "reg_all": [0.02, 0.05, 0.1],
             "n_factors": [100, 50],
