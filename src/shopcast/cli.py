@@ -154,9 +154,21 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
 @app.command()
 @friendly
-def train(db: Db = None) -> None:
+def train(
+    db: Db = None,
+    sequence: Annotated[
+        bool | None,
+        typer.Option(
+            "--sequence/--no-sequence",
+            help="Also fit the SASRec sequence model (default: training.sequence)",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Fit every model on the event log and make the result the CURRENT model."""
     settings = settings_for(db)
+    if sequence is not None:
+        settings.training.sequence = sequence
     version = _train(settings)
     console.print(f"model [bold]{version}[/] is CURRENT in {settings.model_dir}")
 
@@ -169,7 +181,10 @@ def _train(settings: Settings) -> str:
     try:
         with console.status("training…") as status:
             bundle = train_bundle(
-                store, settings.recommend, progress=lambda s: status.update(f"training: {s}")
+                store,
+                settings.recommend,
+                progress=lambda s: status.update(f"training: {s}"),
+                training=settings.training,
             )
         save_bundle(bundle, settings.model_dir)
     finally:

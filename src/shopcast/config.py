@@ -124,6 +124,23 @@ class RecommendSettings(BaseModel):
         return v
 
 
+class TrainingSettings(BaseModel):
+    """Which optional models `shopcast train` fits besides popularity and co-visitation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sequence: bool = Field(
+        False, description="Fit the SASRec sequence model (minutes on CPU; serves 'sequence')"
+    )
+    sequence_epochs: int = Field(30, ge=1, le=1000)
+    sequence_hidden: int = Field(64, ge=4, le=1024)
+    sequence_max_len: int = Field(50, ge=2, le=1000)
+    sequence_max_seconds: float = Field(900.0, gt=0, description="Training time budget")
+    sequence_dropout: float = Field(0.5, ge=0, lt=1)
+    sequence_lr: float = Field(1e-3, gt=0)
+    seed: int = 0
+
+
 class ProfileSettings(BaseModel):
     """User profiles, tags and segments (``shopcast.features``)."""
 
@@ -223,6 +240,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     item_features: ItemFeatureSettings = Field(default_factory=ItemFeatureSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     merchandising: MerchandisingSettings = Field(default_factory=MerchandisingSettings)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
 

@@ -154,15 +154,31 @@ def test_from_items_reads_attribute_ids_or_category_and_brand() -> None:
 
 def test_holdout_early_stopping_keeps_the_best_epoch() -> None:
     reports: list[EpochReport] = []
-    model = SASRec(**(TINY | {"holdout": True, "epochs": 60, "patience": 3}))
+    model = SASRec(**(TINY | {"holdout": True, "refit": False, "epochs": 60, "patience": 3}))
     model.fit(cycle_shop(length=7), progress=reports.append)
     assert reports == model.history_
     vals = [r.val_ndcg for r in reports]
-    assert all(0 <= v <= 1 for v in vals)
+    assert all(0 <= v <= 1 for v in vals) and not any(r.refit for r in reports)
     assert model.best_val_ == max(vals) and vals[model.best_epoch_ - 1] == max(vals)
     assert len(reports) == model.best_epoch_ + 3 or len(reports) == 60
     # The cycle is learned: the held-out next items rank first.
     assert model.best_val_ == pytest.approx(1.0)
+
+
+def test_refit_trains_the_best_epoch_count_on_every_item() -> None:
+    data = cycle_shop(length=7)
+    chosen = TINY | {"holdout": True, "epochs": 30, "patience": 2, "lr": 3e-3}
+    refit = SASRec(**chosen).fit(data)
+    selection = SASRec(**(chosen | {"refit": False})).fit(data)
+    assert refit.best_epoch_ == selection.best_epoch_ >= 1
+    assert refit.best_val_ == selection.best_val_
+    flags = [r.refit for r in refit.history_]
+    assert flags == [False] * len(selection.history_) + [True] * refit.best_epoch_
+    # The refit is a plain fit on every item for the chosen number of epochs.
+    plain = SASRec(**(chosen | {"holdout": False, "epochs": refit.best_epoch_})).fit(data)
+    contexts = [Context(now=T0, recent_items=idx(r)) for r in ("A", "CDE", "GH")]
+    np.testing.assert_array_equal(refit.score_all(contexts), plain.score_all(contexts))
+    assert not np.array_equal(refit.score_all(contexts), selection.score_all(contexts))
 
 
 def test_validate_callback_drives_early_stopping() -> None:

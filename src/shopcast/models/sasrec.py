@@ -10,9 +10,12 @@ embedding is its id embedding plus the mean embedding of its attributes (categor
 brand, … given as ``ItemAttributes``); the output layer is tied to it.
 
 Validation: unless ``fit`` gets a ``validate`` callback, each subject with at least
-three items holds out its last item; the epoch with the best NDCG@10 on those items
-(full ranking, the subject's earlier items excluded) is kept, and training stops
-after ``patience`` epochs without improvement or after ``max_seconds``.
+three items holds out its last item; training stops after ``patience`` epochs without
+a better NDCG@10 on those items (full ranking, the subject's earlier items excluded)
+or after ``max_seconds``, and the best epoch is kept. With ``refit`` (the default) a
+fresh network is then trained on every item, held-out ones included, for that many
+epochs (bit-for-bit what ``holdout=False, epochs=best_epoch_`` gives); ``max_seconds``
+bounds both runs together.
 
 Scores are next-item probabilities for ``context.recent_items`` (the live session:
 only the context is read, not the subject's fitted history); an empty context gets
@@ -92,12 +95,14 @@ class ItemAttributes:
 
 @dataclass(frozen=True, slots=True)
 class EpochReport:
-    """One training epoch: mean loss, validation NDCG@10 (NaN if none), seconds."""
+    """One training epoch: mean loss, validation metric (NaN if none), seconds; ``refit``
+    marks the epochs of the final fit on every item."""
 
     epoch: int
     loss: float
     val_ndcg: float
     seconds: float
+    refit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,7 @@ class SASRec:
         label_smoothing: float = 0.0,
         positions: str = "start",
         holdout: bool = True,
+        refit: bool = True,
         val_subjects: int | None = None,
         max_seconds: float | None = None,
         event_weights: Mapping[str, float] | None = None,
@@ -221,6 +227,7 @@ class SASRec:
         self.label_smoothing = label_smoothing
         self.positions = positions
         self.holdout = holdout
+        self.refit = refit
         self.val_subjects = val_subjects
         self.max_seconds = max_seconds
         self.event_weights = resolve_event_weights(event_weights)
@@ -248,6 +255,7 @@ class SASRec:
             "label_smoothing": self.label_smoothing,
             "positions": self.positions,
             "holdout": self.holdout,
+            "refit": self.refit,
             "val_subjects": self.val_subjects,
             "max_seconds": self.max_seconds,
             "event_weights": self.event_weights,
@@ -277,17 +285,17 @@ class SASRec:
 
         t0 = time.perf_counter()
         n_items = max(len(data.items), int(data.item.max(initial=-1)) + 1)
-        seqs = _sequences(data, weight_array(self.event_weights))
-        val: _Rows | None = None
+        full = _sequences(data, weight_array(self.event_weights))
+        seqs, val = full, None
         if validate is None and self.holdout:
-            seqs, val = self._split_holdout(seqs)
+            seqs, val = self._split_holdout(full)
         train = self._training_rows(seqs)
         if not train.inputs:
             raise ModelError("no subject has two or more items in a row to learn from")
-        prior = np.bincount(
-            np.concatenate([t for t in train.targets]) - 1, minlength=n_items
-        ).astype(np.float64)
-        self.prior_ = prior / prior.sum()
+        refit = self.refit and val is not None and bool(val.inputs)
+        final = self._training_rows(full) if refit else train
+        prior = np.bincount(np.concatenate(final.targets) - 1, minlength=n_items)
+        self.prior_ = prior.astype(np.float64) / prior.sum()
         self.n_items_ = n_items
         chosen = attributes if attributes is not None else self.attributes
         self.attr_index_, self.attr_offsets_, self.n_attributes_ = _attribute_table(
@@ -295,51 +303,77 @@ class SASRec:
         )
         self.history_ = []
         self.best_epoch_, self.best_val_ = 0, math.nan
-        rng = np.random.default_rng(self.seed)
         n_targets = sum(t.shape[0] for t in train.targets)
         threads = self.threads if n_targets >= SMALL_DATA_TARGETS else 1
         with tnet.seeded(self.seed, threads):
-            net = self._build(tnet)
-            net.reset()
-            self.net_ = net
-            opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            best_state: dict[str, torch.Tensor] | None = None
-            best = -math.inf
-            stale = 0
-            for epoch in range(1, self.epochs + 1):
-                start = time.perf_counter()
-                loss = self._epoch(tnet, net, opt, train, rng)
-                net.eval()
-                metric = math.nan
-                if validate is not None:
-                    self._refresh()
-                    metric = float(validate(self))
-                elif val is not None and val.inputs:
-                    metric = self._validate(tnet, val)
-                report = EpochReport(epoch, loss, metric, time.perf_counter() - start)
-                self.history_.append(report)
-                if progress is not None:
-                    progress(report)
-                if not math.isnan(metric):
-                    if metric > best:
-                        best, stale = metric, 0
-                        self.best_epoch_, self.best_val_ = epoch, metric
-                        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                    else:
-                        stale += 1
-                else:
-                    self.best_epoch_ = epoch
-                if stale >= self.patience:
-                    break
-                if self.max_seconds is not None and time.perf_counter() - t0 > self.max_seconds:
-                    break
-            if best_state is not None:
-                net.load_state_dict(best_state)
-            net.eval()
+            self._train(tnet, train, val, validate, progress, t0, self.epochs, refit_next=refit)
+            if refit:
+                torch.manual_seed(self.seed)  # as a fresh fit without holdout would
+                self._train(tnet, final, None, None, progress, t0, self.best_epoch_, is_refit=True)
             self._refresh()
         self.fit_seconds_ = time.perf_counter() - t0
         self.peak_rss_mb_ = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         return self
+
+    def _train(
+        self,
+        tnet: Any,
+        rows: _Rows,
+        val: _Rows | None,
+        validate: Callable[[SASRec], float] | None,
+        progress: Callable[[EpochReport], None] | None,
+        t0: float,
+        epochs: int,
+        *,
+        is_refit: bool = False,
+        refit_next: bool = False,
+    ) -> None:
+        """Train a fresh network on ``rows`` for up to ``epochs`` epochs, keeping the one
+        with the best validation metric (``validate`` or NDCG@10 of ``val``) when there
+        is one. ``refit_next`` keeps time for the refit under ``max_seconds``."""
+        import torch
+
+        rng = np.random.default_rng(self.seed)
+        net = self._build(tnet)
+        net.reset()
+        self.net_ = net
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        best_state: dict[str, torch.Tensor] | None = None
+        stale = 0
+        train_seconds = 0.0
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            loss = self._epoch(tnet, net, opt, rows, rng)
+            train_seconds += time.perf_counter() - start
+            net.eval()
+            metric = math.nan
+            if validate is not None:
+                self._refresh()
+                metric = float(validate(self))
+            elif val is not None and val.inputs:
+                metric = self._validate(tnet, val)
+            report = EpochReport(epoch, loss, metric, time.perf_counter() - start, is_refit)
+            self.history_.append(report)
+            if progress is not None:
+                progress(report)
+            if is_refit:
+                pass
+            elif math.isnan(metric):
+                self.best_epoch_ = epoch
+            elif math.isnan(self.best_val_) or metric > self.best_val_:
+                self.best_epoch_, self.best_val_, stale = epoch, metric, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                stale += 1
+            if stale >= self.patience:
+                break
+            if self.max_seconds is not None:
+                reserve = self.best_epoch_ * train_seconds / epoch if refit_next else 0.0
+                if time.perf_counter() - t0 + reserve > self.max_seconds:
+                    break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
 
     def _build(self, tnet: Any) -> Net:
         net: Net = tnet.Net(
@@ -423,8 +457,9 @@ class SASRec:
             for b in range(0, len(rows.inputs), SCORE_CHUNK):
                 batch = rows.inputs[b : b + SCORE_CHUNK]
                 logits = tnet.last_hidden(self.net_, batch, table, end) @ table[1:].T
-                for r, ex in enumerate(rows.exclude[b : b + SCORE_CHUNK]):
-                    logits[r, torch.from_numpy(ex)] = -math.inf
+                ex = rows.exclude[b : b + SCORE_CHUNK]
+                ex_rows = np.repeat(np.arange(len(ex)), [e.shape[0] for e in ex])
+                logits[torch.from_numpy(ex_rows), torch.from_numpy(np.concatenate(ex))] = -math.inf
                 target = torch.as_tensor(
                     np.concatenate(rows.targets[b : b + SCORE_CHUNK]) - 1, dtype=torch.int64
                 )
@@ -540,6 +575,7 @@ class SASRec:
                     float(r["loss"]),
                     math.nan if r["val_ndcg"] is None else float(r["val_ndcg"]),
                     float(r["seconds"]),
+                    bool(r["refit"]),
                 )
                 for r in state["history"]
             ]

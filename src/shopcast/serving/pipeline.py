@@ -48,6 +48,7 @@ from shopcast.serving.sources import (
     CategoryPopularSource,
     ContentNeighbours,
     CovisitSource,
+    ModelSource,
     NewArrivalsSource,
     PopularSource,
     RecommendRequest,
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 SCENES: dict[str, dict[str, float]] = {
     "home": {
         "covisit": 1.0,
+        "sequence": 0.8,
         "buy_again": 0.6,
         "new_arrivals": 0.08,
         "category_popular": 0.15,
@@ -71,12 +73,19 @@ SCENES: dict[str, dict[str, float]] = {
     },
     "product_page": {
         "covisit": 1.0,
+        "sequence": 0.5,
         "bought_together": 0.5,
         "category_popular": 0.3,
         "new_arrivals": 0.15,
         "popular": 0.05,
     },
-    "cart": {"bought_together": 1.0, "covisit": 0.5, "category_popular": 0.1, "popular": 0.1},
+    "cart": {
+        "bought_together": 1.0,
+        "covisit": 0.5,
+        "sequence": 0.3,
+        "category_popular": 0.1,
+        "popular": 0.1,
+    },
     "post_purchase": {"bought_together": 1.0, "covisit": 0.5, "buy_again": 0.3, "popular": 0.05},
     "search": {"popular": 1.0, "covisit": 0.5, "category_popular": 0.2},
     # scenes of dedicated endpoints
@@ -123,6 +132,7 @@ class RecommendPipeline:
                 PopularSource(bundle, catalog),
                 BuyAgainSource(),
                 NewArrivalsSource(bundle, catalog, content, new_arrival_days),
+                ModelSource(bundle, "sequence"),
             )
         }
         self.rules: list[Rule] = [
@@ -296,6 +306,13 @@ class RecommendPipeline:
                     reason = f"often viewed with {title}"
                 else:
                     reason = self._because(ctx, contributor).format(title)
+            elif source == "sequence":
+                latest = int(basis[-1]) if basis.size else -1
+                reason = (
+                    f"what shoppers pick next after {self.catalog.title(latest)}"
+                    if latest >= 0
+                    else "picked for you"
+                )
             elif source == "new_arrivals":
                 reason = "new arrival like what you viewed" if basis.size else "new arrival"
             elif source == "buy_again":

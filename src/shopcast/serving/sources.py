@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from shopcast.models import CoVisitation
-from shopcast.models._base import Context, FloatArray, IntArray
+from shopcast.models._base import BatchScorer, Context, FloatArray, IntArray
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.training.bundle import ModelBundle
 
@@ -121,6 +121,34 @@ def anchored_context(shopper: Shopper) -> Context:
         recent_types=np.zeros(shopper.anchors.size, np.int64),
         recent_ts=np.full(shopper.anchors.size, ctx.now),
     )
+
+
+class ModelSource:
+    """The top items of a bundle model that scores the whole catalog for a context
+    (``BatchScorer``), e.g. the sequence model on the live session. Items of the
+    context itself are left out (the model predicts what comes *next*)."""
+
+    def __init__(self, bundle: ModelBundle, role: str, *, needs_session: bool = True) -> None:
+        self.bundle = bundle
+        self.name = role
+        self.needs_session = needs_session
+
+    def __call__(self, shopper: Shopper, request: RecommendRequest, n: int) -> Candidates:
+        model = self.bundle.models.get(self.name)
+        if not isinstance(model, BatchScorer):
+            return Candidates.empty()
+        ctx = anchored_context(shopper)
+        if self.needs_session and not ctx.recent_items.size:
+            return Candidates.empty()
+        scores = model.score_all([ctx])[0].copy()
+        seen = ctx.recent_items[(ctx.recent_items >= 0) & (ctx.recent_items < scores.shape[0])]
+        scores[seen] = 0.0
+        n = min(n, scores.shape[0])
+        if n == 0:
+            return Candidates.empty()
+        top = np.argpartition(-scores, n - 1)[:n]
+        top = top[scores[top] > 0]
+        return Candidates(top.astype(np.int64), scores[top].astype(np.float64))
 
 
 class PopularSource:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from shopcast.config import RecommendSettings
+from shopcast.config import RecommendSettings, TrainingSettings
 from shopcast.errors import ModelError
 from shopcast.models import (
     CoVisitation,
@@ -29,6 +29,7 @@ from shopcast.models import (
     OnlineLearner,
     Popularity,
     Recommender,
+    SASRec,
     Vocabulary,
     model_class,
 )
@@ -107,8 +108,28 @@ def make_models(cfg: RecommendSettings) -> dict[str, Recommender]:
     }
 
 
+def optional_models(training: TrainingSettings) -> dict[str, Recommender]:
+    """The opt-in models of ``[training]`` (slow to fit), by role."""
+    out: dict[str, Recommender] = {}
+    if training.sequence:
+        out["sequence"] = SASRec(
+            hidden=training.sequence_hidden,
+            max_len=training.sequence_max_len,
+            epochs=training.sequence_epochs,
+            max_seconds=training.sequence_max_seconds,
+            dropout=training.sequence_dropout,
+            attn_dropout=training.sequence_dropout,
+            lr=training.sequence_lr,
+            seed=training.seed,
+        )
+    return out
+
+
 def train_bundle(
-    store: Store, cfg: RecommendSettings, progress: Progress | None = None
+    store: Store,
+    cfg: RecommendSettings,
+    progress: Progress | None = None,
+    training: TrainingSettings | None = None,
 ) -> ModelBundle:
     """Fit every model on the whole event log (catalog items join the vocabulary first)."""
     report = progress or (lambda _stage: None)
@@ -118,7 +139,7 @@ def train_bundle(
     frame = store.events.frame()
     trained_until = int(frame.select(pl.col("seq").max()).item() or 0) if frame.height else 0
     data = Interactions.from_frame(frame, items=items)
-    models = make_models(cfg)
+    models = {**make_models(cfg), **optional_models(training or TrainingSettings())}
     for role, model in models.items():
         report(f"fit {role}")
         model.fit(data)
