@@ -43,6 +43,7 @@ class Spec:
     seed: int = 0
     run_id: str = "p1"
     host: str = "127.0.0.1"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Requests:
         self.n = 0
         self.kinds = list(spec.mix)
         self.weights = [spec.mix[k] for k in self.kinds]
-        self.host = f"Host: {spec.host}:{spec.port}\r\n".encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in spec.headers.items())
+        self.host = f"Host: {spec.host}:{spec.port}\r\n{extra}".encode()
 
     def next(self) -> tuple[str, bytes]:
         kind = self.rng.choices(self.kinds, self.weights)[0]

@@ -64,10 +64,36 @@ class Server:
     base: str
     port: int
     process: subprocess.Popen[bytes]
+    #: HTTP headers a client sends (the API key when the server requires keys).
+    headers: dict[str, str]
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+
+def api_key(work: Path, env: dict[str, str]) -> dict[str, str]:
+    """When this version of the service requires API keys (``auth``): a key with the
+    read and ingest scopes in ``work/keys.db``, and a per-key rate limit far above the
+    benchmark's rates (a benchmark client stands for a whole shop front-end, not for
+    one caller to throttle). Sets the server's environment; returns client headers."""
+    from shopcast.config import Settings
+
+    if "auth" not in Settings.model_fields:
+        return {}
+    from shopcast.privacy.apikeys import KeyStore
+
+    path = work / "keys.db"
+    keys = KeyStore(path)
+    try:
+        _, token = keys.create(["read", "ingest"], name="benchmark")
+    finally:
+        keys.close()
+    env["SHOPCAST_AUTH__ENABLED"] = "true"
+    env["SHOPCAST_AUTH__KEYS_PATH"] = str(path)
+    env["SHOPCAST_AUTH__RATE_LIMIT__RATE_PER_S"] = "1000000"
+    env["SHOPCAST_AUTH__RATE_LIMIT__BURST"] = "1000000"
+    return {"Authorization": f"Bearer {token}"}
 
 
 @contextmanager
@@ -76,6 +102,7 @@ def serve(data: Path, *, log: Path | None = None) -> Iterator[Server]:
     port = free_port()
     env = {**os.environ, "SHOPCAST_MODEL_DIR": str(data / "models")}
     env["OPENBLAS_NUM_THREADS"] = "1"
+    headers = api_key(data, env)
     out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [*SHOPCAST, "serve", "--db", db_url(data), "--host", "127.0.0.1", "--port", str(port)],
@@ -97,7 +124,7 @@ def serve(data: Path, *, log: Path | None = None) -> Iterator[Server]:
             if time.monotonic() > deadline:
                 raise SystemExit("the server did not answer /v1/health within 300 s")
             time.sleep(0.2)
-        yield Server(base, port, process)
+        yield Server(base, port, process, headers)
     finally:
         process.terminate()
         try:

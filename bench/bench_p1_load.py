@@ -53,7 +53,7 @@ def cpu_seconds(pid: int) -> float:
 
 def load(server: Server, spec: dict[str, Any], profile: Path | None = None) -> dict[str, Any]:
     """Run the load generator process with ``spec``; its result plus the server's CPU."""
-    spec = {"port": server.port, **spec}
+    spec = {"port": server.port, "headers": server.headers, **spec}
     before = cpu_seconds(server.pid)
     spy = None
     if profile is not None:

@@ -120,7 +120,10 @@ def main() -> None:
         _, items = shop_ids(data)
         anchors = items[50:3000]  # not the very top sellers (those are the cold-start list)
         log = Path(tmp) / "server.log"
-        with serve(data, log=log) as server, httpx.Client(base_url=server.base, timeout=10) as http:
+        with (
+            serve(data, log=log) as server,
+            httpx.Client(base_url=server.base, headers=server.headers, timeout=10) as http,
+        ):
             cold = top_ids(http, f"p2-{run}-nobody", args.k)
             opts = {"k": args.k, "timeout": args.timeout, "cold": cold}
             for i in range(5):  # warm-up, not counted

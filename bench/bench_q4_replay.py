@@ -515,27 +515,27 @@ def main() -> None:
     for name in [d for d in args.datasets.split(",") if d]:
         datasets[name] = run_dataset(name, args, log)
         print_table(name, datasets[name])
-    out = {
-        "benchmark": "Q4 prequential replay",
-        "command": " ".join(["python", "bench/bench_q4_replay.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "date_utc": started,
-            "loadavg_1m_start": load_start,
-            "loadavg_1m_end": os.getloadavg()[0],
-        },
-        "protocol": {
-            "k": K,
-            "warmup_share_of_time": args.warmup,
-            "scored_types": list(SCORED),
-            "scene": "home",
-            "repeat_consumption": "counted in 'all'; 'new_item' = item the shopper had no "
-            "earlier event with (training history included); 'repeat' = the rest",
-        },
-        "datasets": datasets,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+        out = {
+            "benchmark": "Q4 prequential replay",
+            "command": " ".join(["python", "bench/bench_q4_replay.py", *sys.argv[1:]]),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "date_utc": started,
+                "loadavg_1m_start": load_start,
+                "loadavg_1m_end": os.getloadavg()[0],
+            },
+            "protocol": {
+                "k": K,
+                "warmup_share_of_time": args.warmup,
+                "scored_types": list(SCORED),
+                "scene": "home",
+                "repeat_consumption": "counted in 'all'; 'new_item' = item the shopper had no "
+                "earlier event with (training history included); 'repeat' = the rest",
+            },
+            "datasets": datasets,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")  # after each dataset
     print(f"wrote {args.out}")
 
 
