@@ -15,7 +15,16 @@ from fastapi.responses import JSONResponse
 
 import shopcast
 from shopcast.api.limits import BodyLimitMiddleware
-from shopcast.api.routes import catalog, events, features, health, models, profiles, recommend
+from shopcast.api.routes import (
+    catalog,
+    events,
+    features,
+    health,
+    models,
+    profiles,
+    recommend,
+    targeting,
+)
 from shopcast.config import Settings
 from shopcast.errors import ShopcastError
 from shopcast.serving.engine import Engine
@@ -80,6 +89,6 @@ def create_app(
             status_code=422,
         )
 
-    for module in (health, events, catalog, recommend, features, profiles, models):
+    for module in (health, events, catalog, recommend, features, profiles, models, targeting):
         app.include_router(module.router)
     return app

@@ -7,6 +7,8 @@ the catalog's features in service).
 User profiles: ``UserProfile`` / ``RfmScorer`` (``profiles``), ``derive_tags``
 (``tags``), ``FeatureSpace`` / ``Segmenter`` (``segments``), ``ProfileIndex``
 (``profile_index``, the profiles in service).
+
+Targeting (users-to-item): ``Targeter`` (``targeting``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from shopcast.features.profiles import RfmScorer, UserProfile, UserState, profil
 from shopcast.features.segments import FeatureSpace, Segmenter
 from shopcast.features.similarity import ContentSimilarity
 from shopcast.features.tags import Tag, derive_tags
+from shopcast.features.targeting import Targeter, TargetingQuery, TargetingWeights
 from shopcast.features.text import TfidfText, make_text_encoder
 
 __all__ = [
@@ -31,6 +34,9 @@ __all__ = [
     "SegmentSummary",
     "Segmenter",
     "Tag",
+    "Targeter",
+    "TargetingQuery",
+    "TargetingWeights",
     "TfidfText",
     "UserProfile",
     "UserState",

@@ -16,8 +16,10 @@ keys ``q_k`` and brands ``q_b``:
   ``w_t``.
 
 **Signals.** ``W[u, i]`` = Σ over ``u``'s events on ``i`` of ``event_weight(type) ·
-2^(-(now − t) / half_life)`` (the profiles' event weights and half-life), built from the
-event log (``fit`` / ``update``). For each user with at least one event:
+2^(-(now − t) / half_life)`` (the profiles' event weights; ``half_life_days`` 90, longer
+than the profiles' 30: a shopper who bought months ago still responds, and it measured
+better on the validation month), built from the event log (``fit`` / ``update``). For
+each user with at least one event:
 
 ==================  ========================================================================
 signal              value ``s`` in [0, 1]
@@ -32,7 +34,8 @@ similar             ``t`` divided by its maximum (``CoVisitation.neighbors``; fo
 category            ``Σ_k q_k share_u(k) · (1 − exp(−c_u / affinity_scale))``;
                     ``share_u(k)`` = ``W``-weight of ``u``'s events on items in ``k`` /
                     ``c_u``, the ``W``-weight on items with any category: the profile's
-                    share (``ProfileIndex.affinities``, read with today's catalog),
+                    share definition (``ProfileIndex.affinities``, equal with the same
+                    half-life), read with today's catalog and
                     shrunk when it rests on little evidence (one view: × 0.1)
 brand               ``Σ_b q_b share_u(b) · (1 − exp(−c_u / affinity_scale))``, the same
                     over brands
@@ -77,6 +80,7 @@ import polars as pl
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
+from shopcast.config import Settings
 from shopcast.domain import EventType, Item, User, split_category
 from shopcast.errors import ConfigError, NotFoundError
 from shopcast.features._itemref import SEP, category_keys
@@ -109,16 +113,16 @@ TargetKind = Literal["item", "category", "brand", "category+brand", "text"]
 class TargetingWeights:
     """Blend weights of the signals and the scales of the saturating transforms."""
 
-    item: float = 1.0
+    item: float = 2.0
     bought_together: float = 1.0
     covisit: float = 0.6
-    similar: float = 0.3
-    category: float = 0.5
+    similar: float = 0.6
+    category: float = 0.25
     brand: float = 0.4
     price: float = 0.1
     activity: float = 0.3
     item_scale: float = 5.0
-    relation_scale: float = 5.0
+    relation_scale: float = 10.0
     activity_scale: float = 50.0
     affinity_scale: float = 10.0
 
@@ -345,6 +349,7 @@ class Targeter:
         params: ProfileParams | None = None,
         weights: TargetingWeights | None = None,
         *,
+        half_life_days: float = 90.0,
         max_target_items: int = 100,
         relation_targets: int = 50,
         relation_k: int = 100,
@@ -363,6 +368,10 @@ class Targeter:
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if not half_life_days > 0:
+            raise ConfigError(f"half_life_days must be > 0, got {half_life_days}")
+        self.half_life_days = half_life_days
+        self.half_life_s = half_life_days * DAY
         self.max_target_items = max_target_items
         self.relation_targets = relation_targets
         self.relation_k = relation_k
@@ -371,7 +380,7 @@ class Targeter:
         self._reset()
 
     @classmethod
-    def from_settings(cls, settings: Any, weights: TargetingWeights | None = None) -> Self:
+    def from_settings(cls, settings: Settings, weights: TargetingWeights | None = None) -> Self:
         """Event weights, half-life and lifecycle thresholds of the profiles."""
         return cls(ProfileParams.from_settings(settings.profiles, settings.recommend), weights)
 
@@ -471,7 +480,7 @@ class Targeter:
         purchase = kind_k == EventType.PURCHASE.value
         cart = kind_k == EventType.ADD_TO_CART.value
         newest = float(ts.max())
-        half_life = self.params.half_life_s
+        half_life = self.half_life_s
         if self.t_ref_ is None:
             self.t_ref_ = newest
         elif newest - self.t_ref_ > REBASE_HALF_LIVES * half_life:
@@ -513,7 +522,7 @@ class Targeter:
     def _rebase(self, t_ref: float) -> None:
         self._merge()
         assert self.t_ref_ is not None
-        factor = 2.0 ** ((self.t_ref_ - t_ref) / self.params.half_life_s)
+        factor = 2.0 ** ((self.t_ref_ - t_ref) / self.half_life_s)
         self._w = self._w * factor
         self._pending = [(u, i, w * factor, p, a) for u, i, w, p, a in self._pending]
         self.t_ref_ = t_ref
@@ -781,7 +790,7 @@ class Targeter:
         """
         w, arrays = self._snapshot()
         n_users, n_items = w.shape
-        decay = 2.0 ** (((self.t_ref_ or now) - now) / self.params.half_life_s)
+        decay = 2.0 ** (((self.t_ref_ or now) - now) / self.half_life_s)
         out: dict[str, FloatArray] = {}
         vec = np.zeros(n_items)
         vec[target.items] = target.weights
@@ -956,13 +965,6 @@ class Targeter:
         iid = self.items_.id(idx)
         return _fmt_title(self._items.get(iid), iid)
 
-    def _verb(self, u: int, i: int) -> str:
-        bought = round(float(self._p[u, i])) if i < self._p.shape[1] else 0
-        if bought:
-            return "bought"
-        carted = float(self._a[u, i]) if i < self._a.shape[1] else 0.0
-        return "added to cart" if carted else "viewed"
-
     def _reasons(
         self,
         target: _Resolved,
@@ -971,74 +973,86 @@ class Targeter:
         relations: Mapping[str, Neighbours],
         now: float,
     ) -> list[str]:
+        """The phrase of each user's largest term (vectorized lookups, then text)."""
         if not users.size:
             return []
         w, arrays = self._snapshot()
         best = contrib.argmax(axis=0)
-        rows = w[users]
-        out: list[str] = [""] * users.shape[0]
-        # item: the target item the user interacted with most
+        rows, bought, carted = w[users], self._p[users], self._a[users]
+        pos = np.arange(users.shape[0])
+
+        def strongest(vector: FloatArray) -> tuple[IntArray, list[str]]:
+            """The item of each row adding most to ``rows @ vector``, with its verb."""
+            top = _row_argmax(rows.multiply(vector[None, :]))
+            col = np.maximum(top, 0)
+            b, a = bought[pos, col], carted[pos, col]
+            verbs = [
+                "bought" if x > 0 else "added to cart" if y > 0 else "viewed"
+                for x, y in zip(b, a, strict=True)
+            ]
+            return top, verbs
+
         vec = np.zeros(w.shape[1])
         vec[target.items] = target.weights
-        item_top = _row_argmax(rows.multiply(vec[None, :]))
-        rel_top: dict[str, IntArray] = {}
+        item_top, item_verb = strongest(vec)
+        item_n = np.rint(bought[pos, np.maximum(item_top, 0)]).astype(np.int64)
+        group_n = np.rint(np.asarray(bought @ (vec > 0).astype(np.float64))).astype(np.int64)
+        rel_top: dict[str, tuple[IntArray, list[str]]] = {}
         for name in RELATIONS:
             if (best == SIGNALS.index(name)).any():
                 rel = self._relation_vector(target, relations.get(name), w.shape[1])
                 if rel is not None:
-                    rel_top[name] = _row_argmax(rows.multiply(rel[None, :]))
+                    rel_top[name] = strongest(rel)
+        cat_share = self._row_shares(rows, arrays.cat, arrays.has_cat, target.keys)
+        depth = np.array([arrays.keys.id(int(k)).count(SEP) for k in target.keys], np.int64)
+        brand_share = self._row_shares(rows, arrays.brand_m, arrays.has_brand, target.brands)
+        brand_n = np.zeros((users.shape[0], target.brands.shape[0]), np.int64)
+        if target.brands.size:
+            brand_n = np.rint((bought @ arrays.brand_m[:, target.brands]).toarray()).astype(
+                np.int64
+            )
         link = {
             "bought_together": "often bought with",
             "covisit": "often viewed together with",
             "similar": "similar to",
         }
+        out: list[str] = []
         for j, (u, k) in enumerate(zip(users.tolist(), best.tolist(), strict=True)):
             signal = SIGNALS[k]
-            if signal == "item" and item_top[j] >= 0:
-                i = int(item_top[j])
-                n = round(float(self._p[u, i]))
-                verb = (
-                    f"bought {self._title(i)} {_times(n)}"
-                    if n
-                    else f"{self._verb(u, i)} {self._title(i)}"
-                )
-                out[j] = verb
-            elif signal in rel_top and rel_top[signal][j] >= 0:
-                h = int(rel_top[signal][j])
-                out[j] = f"{self._verb(u, h)} {self._title(h)}, {link[signal]} {target.label}"
+            if signal == "item" and target.kind in ("item", "text") and item_top[j] >= 0:
+                title = self._title(int(item_top[j]))
+                n = int(item_n[j])
+                out.append(f"bought {title} {_times(n)}" if n else f"{item_verb[j]} {title}")
+            elif signal == "item" and group_n[j] > 0:
+                out.append(f"bought {target.label} {_times(int(group_n[j]))}")
+            elif signal == "item" and item_top[j] >= 0:
+                out.append(f"{item_verb[j]} {self._title(int(item_top[j]))}")
+            elif signal in rel_top and rel_top[signal][0][j] >= 0:
+                top, verbs = rel_top[signal]
+                title = self._title(int(top[j]))
+                out.append(f"{verbs[j]} {title}, {link[signal]} {target.label}")
             elif signal == "category" and target.keys.size:
-                shares = self._user_shares(u, arrays.cat, arrays.has_cat, target.keys)
-                k2 = int(
-                    np.lexsort(
-                        (
-                            -np.array([arrays.keys.id(int(c)).count(SEP) for c in target.keys]),
-                            -shares,
-                        )
-                    )[0]
-                )
-                key = arrays.keys.id(int(target.keys[k2]))
-                out[j] = f"loves {_leaf(key)} ({100 * shares[k2]:.0f}% of activity)"
+                c = int(np.lexsort((-depth, -cat_share[j]))[0])  # largest share, deepest key
+                key = _leaf(arrays.keys.id(int(target.keys[c])))
+                out.append(f"loves {key} ({100 * cat_share[j, c]:.0f}% of activity)")
             elif signal == "brand" and target.brands.size:
-                b = int(target.brands[0])
-                name = arrays.brand_name[b]
-                bought = round(float((self._p[[u]] @ arrays.brand_m[:, [b]]).toarray()[0, 0]))
-                if bought:
-                    out[j] = f"bought {name} {_times(bought)}"
-                else:
-                    share = self._user_shares(u, arrays.brand_m, arrays.has_brand, target.brands)[0]
-                    out[j] = f"likes {name} ({100 * share:.0f}% of activity)"
+                c = int(np.argmax(brand_share[j]))
+                name = arrays.brand_name[int(target.brands[c])]
+                n = int(brand_n[j, c])
+                share = f"likes {name} ({100 * brand_share[j, c]:.0f}% of activity)"
+                out.append(f"bought {name} {_times(n)}" if n else share)
             elif signal == "price" and target.price is not None and self.price_n_[u] > 0:
                 usual = math.exp(self.log_price_sum_[u] / self.price_n_[u])
-                out[j] = f"usually pays around {usual:.2f} (target {target.price:.2f})"
+                out.append(f"usually pays around {usual:.2f} (target {target.price:.2f})")
             else:
                 days = max(0.0, (now - self.last_ts_[u]) / DAY)
                 when = "today" if days < 1 else f"{days:.0f} days ago"
-                out[j] = f"active shopper (last seen {when})"
+                out.append(f"active shopper (last seen {when})")
         return out
 
-    def _user_shares(self, u: int, m: Any, has: FloatArray, codes: IntArray) -> FloatArray:
-        row = self._w[[u]]
-        total = float((row @ has)[0])
-        if total <= 0:
-            return np.zeros(codes.shape[0])
-        return np.asarray((row @ m[:, codes]).toarray()).ravel() / total
+    @staticmethod
+    def _row_shares(rows: Any, m: Any, has: FloatArray, codes: IntArray) -> FloatArray:
+        """``rows``' shares of each of ``codes`` (users x codes)."""
+        total = np.asarray(rows @ has, np.float64)
+        num = np.asarray((rows @ m[:, codes]).toarray(), np.float64)
+        return np.divide(num, total[:, None], out=np.zeros_like(num), where=total[:, None] > 0)

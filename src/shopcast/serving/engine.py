@@ -21,6 +21,13 @@ from shopcast.domain import Event, Item, Recommendation, RecommendedItem, User
 from shopcast.errors import NotFoundError
 from shopcast.features.live import LiveItemFeatures
 from shopcast.features.profile_index import ProfileIndex
+from shopcast.features.targeting import (
+    Targeter,
+    TargetingQuery,
+    TargetingResult,
+    content_neighbours,
+    model_neighbours,
+)
 from shopcast.models._base import EVENT_CODES, Interactions, Vocabulary
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.impressions import ImpressionLog
@@ -102,6 +109,7 @@ class Engine:
             refit_growth=cfg.refit_growth,
         ).rebuild(list(store.items.scan()))
         self._install(self._prepare(bundle))
+        self._targeter: Targeter | None = None  # built from the log on first use
         self.impressions = (
             ImpressionLog(store.events) if settings.recommend.log_impressions else None
         )
@@ -185,6 +193,8 @@ class Engine:
             self.catalog.upsert(items)
             self.item_features.upsert(items)
             self.profiles.upsert_items(items)
+            if self._targeter is not None:
+                self._targeter.upsert_items(items)
 
     def delete_item(self, item_id: str) -> None:
         with self._lock:
@@ -199,15 +209,22 @@ class Engine:
             self.sessions.merge(f"s:{session_id}", f"u:{user_id}")
         if moved:
             self.profiles.replay(user_id)  # the session's events are now the user's
+            self._targeter = None  # rows changed owner in place: rebuild on next use
         return moved
 
     def forget_user(self, user_id: str) -> None:
         self.sessions.forget(f"u:{user_id}")
         self.profiles.forget(user_id)
+        with self._lock:
+            if self._targeter is not None:
+                self._targeter.forget(user_id)
 
     def upsert_users(self, users: Sequence[User]) -> None:
         """New user records: demographics, time zone and consent of the profiles."""
         self.profiles.upsert_users(users)
+        with self._lock:
+            if self._targeter is not None:
+                self._targeter.upsert_users(users)
 
     # -- reads ------------------------------------------------------------------
 
@@ -218,6 +235,35 @@ class Engine:
         if self.impressions is not None:
             self.impressions.record(rec, now)
         return rec
+
+    def target(self, query: TargetingQuery, segment: int | None = None) -> TargetingResult:
+        """The users most likely to respond to the query's target (``features.targeting``);
+        ``segment`` keeps that segment's members. Built from the log on first use, then
+        caught up on newer events (by sequence number) at each call."""
+        with self._lock:
+            only = None
+            if segment is not None:
+                only = self.profiles.segment_users(segment, len(self.profiles.states) + 1)[1]
+            targeter = self._targeter
+            if targeter is None:
+                targeter = self._targeter = Targeter.from_settings(self.settings).fit(
+                    self.store.events.frame(), self.store.items.scan(), self.store.users.scan()
+                )
+            else:
+                targeter.update(self.store.events.frame(after_seq=targeter.seq_))
+            content = self.item_features.content
+            relations = {
+                "bought_together": model_neighbours(self.bundle.bought_together, self.bundle.items),
+                "covisit": model_neighbours(self.bundle.covisit, self.bundle.items),
+                "similar": content_neighbours(content),
+            }
+            return targeter.rank(
+                query,
+                now=self.profiles.now(),
+                relations=relations,
+                content=content,
+                only_users=only,
+            )
 
     def close(self) -> None:
         """Flush what is buffered (impressions)."""
