@@ -18,6 +18,9 @@ def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for var in ("SHOPCAST_CONFIG", "SHOPCAST_DATABASE_URL", "SHOPCAST_MODEL_DIR"):
         monkeypatch.delenv(var, raising=False)
+    # API keys are on by default; tests of other features run without them (the
+    # privacy tests turn auth on explicitly).
+    monkeypatch.setenv("SHOPCAST_AUTH__ENABLED", "false")
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +40,7 @@ def settings(tmp_path: Path) -> Settings:
         environment="test",
         database_url=f"sqlite:///{tmp_path / 'shop.db'}",
         model_dir=tmp_path / "models",
+        auth={"enabled": False},
     )
 
 

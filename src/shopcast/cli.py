@@ -83,6 +83,18 @@ def _evaluate_command() -> Callable[..., None]:
 app.command(name="evaluate")(_evaluate_command())
 
 
+def _privacy_apps() -> tuple[typer.Typer, typer.Typer]:
+    from shopcast.privacy.cli import keys_app, privacy_app
+
+    return keys_app, privacy_app
+
+
+app.add_typer(_privacy_apps()[0], name="keys", help="API keys: create, list, revoke.")
+app.add_typer(
+    _privacy_apps()[1], name="privacy", help="Encryption keys, rotation, retention, erasure."
+)
+
+
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -147,9 +159,16 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from shopcast.api import create_app
+    from shopcast.privacy.logs import log_config
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=log_config(settings),  # access logs without raw user ids
+    )
 
 
 @app.command()
@@ -174,10 +193,12 @@ def train(
 
 
 def _train(settings: Settings) -> str:
-    from shopcast.storage import open_store
+    from shopcast.privacy.crypto import open_private_store
+    from shopcast.privacy.erasure import retrained
     from shopcast.training.bundle import save_bundle, train_bundle
 
-    store = open_store(settings.database_url)
+    started = time.time()  # retrain requests (erasures) before this are served by this run
+    store = open_private_store(settings)
     try:
         with console.status("training…") as status:
             bundle = train_bundle(
@@ -187,6 +208,7 @@ def _train(settings: Settings) -> str:
                 training=settings.training,
             )
         save_bundle(bundle, settings.model_dir)
+        retrained(settings.model_dir, started, prune=settings.privacy.erasure_prunes_models)
     finally:
         store.close()
     stats = ", ".join(f"{k}={v}" for k, v in bundle.stats.items())
@@ -203,15 +225,17 @@ def recommend(
     db: Db = None,
 ) -> None:
     """Print recommendations for a user (what the API would answer)."""
+    from shopcast.privacy.crypto import open_private_store
+    from shopcast.privacy.pseudonym import Pseudonymizer
     from shopcast.serving.engine import Engine
     from shopcast.serving.pipeline import RecommendRequest
-    from shopcast.storage import open_store
 
     settings = settings_for(db)
-    store = open_store(settings.database_url)
+    stored_id = Pseudonymizer.from_settings(settings.privacy).lookup(user_id)
+    store = open_private_store(settings)
     try:
         engine = Engine.open(store, settings)
-        rec = engine.recommend(RecommendRequest(user_id=user_id, k=k, category=category))
+        rec = engine.recommend(RecommendRequest(user_id=stored_id, k=k, category=category))
         engine.close()
     finally:
         store.close()
@@ -247,7 +271,15 @@ def demo(
     from shopcast.storage import open_store
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = settings_for(f"sqlite:///{data_dir / 'shopcast.db'}", model_dir=data_dir / "models")
+    settings = settings_for(
+        f"sqlite:///{data_dir / 'shopcast.db'}",
+        model_dir=data_dir / "models",
+        auth={"enabled": False},
+    )
+    console.print(
+        "[yellow]the demo serves WITHOUT API keys (auth.enabled = false) on 127.0.0.1; "
+        "`shopcast serve` requires keys (shopcast keys create)[/]"
+    )
     store = open_store(settings.database_url)
     try:
         if store.events.count() == 0:

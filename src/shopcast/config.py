@@ -18,7 +18,9 @@ Example ``shopcast.toml``::
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -221,6 +224,90 @@ class MerchandisingSettings(BaseModel):
     )
 
 
+#: The placeholder of every secret; accepted (with a warning) only in development and test.
+PLACEHOLDER_SECRET = "changethis"
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class RateLimitSettings(BaseModel):
+    """Token bucket per API key: ``rate_per_s`` sustained, bursts up to ``burst``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    rate_per_s: float = Field(100.0, gt=0, description="Requests per second per key")
+    burst: int = Field(200, ge=1, description="Bucket size: requests allowed at once")
+
+
+class AuthSettings(BaseModel):
+    """API keys with scopes (``shopcast.api.auth``); tenants by key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Every endpoint but /v1/health needs a key")
+    keys_path: Path = Field(
+        Path("shopcast-data/keys.db"), description="SQLite file of the hashed API keys"
+    )
+    open_docs: bool = Field(True, description="/docs, /redoc and /openapi.json need no key")
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+
+
+class PrivacySettings(BaseModel):
+    """Pseudonymization, field encryption, retention, noise (``shopcast.privacy``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pseudonymize: bool = Field(False, description="Store HMAC pseudonyms, never raw user ids")
+    hmac_key: SecretStr = Field(
+        SecretStr(PLACEHOLDER_SECRET), description="Key of the user-id HMAC (>= 32 characters)"
+    )
+    encrypt_users: bool = Field(False, description="AES-GCM on users' personal attributes")
+    encryption_keys: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Key id -> base64 of 32 random bytes"
+    )
+    active_key: str | None = Field(None, description="Key id new ciphertexts use")
+    retention_days: float | None = Field(
+        None, gt=0, description="Events older than this are deleted (None: kept)"
+    )
+    maintenance_interval_s: float = Field(
+        300.0, gt=0, description="How often a server applies retention and pending retrains"
+    )
+    auto_retrain: bool = Field(
+        True, description="A server retrains after an erasure (else `shopcast train` does)"
+    )
+    erasure_prunes_models: bool = Field(
+        True, description="An erasure deletes the model versions still holding the user"
+    )
+    dp_epsilon: float | None = Field(
+        None, gt=0, description="Noise on released aggregates (None: exact counts)"
+    )
+    dp_delta: float = Field(0.0, ge=0, lt=1, description="0: Laplace; > 0: Gaussian")
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _keys(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for kid, secret in v.items():
+            if not _KEY_ID.match(kid):
+                raise ValueError(f"key id {kid!r}: letters, digits, '_' or '-', at most 32")
+            try:
+                raw = base64.b64decode(secret.get_secret_value(), altchars=b"-_", validate=True)
+            except ValueError:
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    f"key {kid!r} must be base64 of 32 bytes (shopcast privacy gen-key)"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _active(self) -> PrivacySettings:
+        if self.active_key is not None and self.active_key not in self.encryption_keys:
+            raise ValueError(f"active_key {self.active_key!r} is not in encryption_keys")
+        if self.active_key is None and len(self.encryption_keys) > 1:
+            raise ValueError("active_key: name the key new ciphertexts use")
+        return self
+
+
 class Settings(BaseSettings):
     """All of Shopcast's configuration."""
 
@@ -243,6 +330,8 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     merchandising: MerchandisingSettings = Field(default_factory=MerchandisingSettings)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -265,6 +354,25 @@ class Settings(BaseSettings):
         if "://" not in v:
             raise ValueError(f"{v!r} is not a URL; expected e.g. sqlite:///path.db or memory://")
         return v
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        """Outside development and test, an enabled feature needs a real secret."""
+        if self.environment in ("development", "test"):
+            return self
+        p = self.privacy
+        key = p.hmac_key.get_secret_value()
+        if p.pseudonymize and (key == PLACEHOLDER_SECRET or len(key) < 32):
+            raise ValueError(
+                "privacy.hmac_key: set a random secret of >= 32 characters "
+                "(SHOPCAST_PRIVACY__HMAC_KEY) outside development"
+            )
+        if p.encrypt_users and not p.encryption_keys:
+            raise ValueError(
+                "privacy.encryption_keys: set a key (shopcast privacy gen-key; "
+                "SHOPCAST_PRIVACY__ENCRYPTION_KEYS) outside development"
+            )
+        return self
 
 
 def load_settings(**overrides: Any) -> Settings:

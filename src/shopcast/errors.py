@@ -7,6 +7,9 @@ Hierarchy::
     ├── ValidationError            bad input; carries a list of FieldError (HTTP 422)
     │   ├── MalformedInputError    a body that is not JSON at all (HTTP 400)
     │   └── BatchTooLargeError     a batch or body over the configured limit (HTTP 413)
+    ├── AuthError                  missing or invalid API key (HTTP 401)
+    │   ├── ForbiddenError         a valid key without the scope the endpoint needs (HTTP 403)
+    │   └── RateLimitedError       a key over its request rate (HTTP 429, ``retry_after``)
     ├── NotFoundError              unknown user, item, model, dataset (HTTP 404)
     │   └── DatasetNotFoundError   a dataset's files are not where we looked
     ├── StorageError               a backend failed or was given a bad URL
@@ -80,6 +83,28 @@ class MalformedInputError(ValidationError):
 class BatchTooLargeError(ValidationError):
     http_status = 413
     code = "too_large"
+
+
+class AuthError(ShopcastError):
+    http_status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(AuthError):
+    http_status = 403
+    code = "forbidden"
+
+
+class RateLimitedError(AuthError):
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retry_after": round(self.retry_after, 3)}
 
 
 class NotFoundError(ShopcastError):

@@ -289,6 +289,23 @@ class StoreContract:
         assert store.events.frame()["event_id"].to_list() == ["c", "d"]
         assert store.events.append([view("b")]).accepted == 1  # its id is free again
 
+    def test_delete_before_removes_only_older_events(self, store: Store) -> None:
+        store.events.append(
+            [
+                view("old", ts=10.0, session_id="s1"),
+                view("edge", ts=20.0),
+                view("new", user="u2", ts=30.0, session_id="s1"),
+                view("older", user="u2", ts=5.0),
+            ]
+        )
+        assert store.events.delete_before(20.0) == 2
+        assert store.events.delete_before(20.0) == 0
+        assert ids(store.events.scan()) == ["edge", "new"]
+        assert ids(store.events.scan(subject="s:s1")) == ["new"]
+        assert ids(store.events.scan(subject="u:u2")) == ["new"]
+        assert store.events.frame()["event_id"].to_list() == ["edge", "new"]
+        assert store.events.append([view("old", ts=10.0)]).accepted == 1  # its id is free again
+
     def test_assign_session_attributes_anonymous_events_to_the_user(self, store: Store) -> None:
         store.events.append(
             [

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 import shopcast
+from shopcast.api.auth import AuthMiddleware, Tenant, TenantPool, document_security
 from shopcast.api.limits import BodyLimitMiddleware
 from shopcast.api.routes import (
     catalog,
@@ -25,24 +26,31 @@ from shopcast.api.routes import (
     recommend,
     targeting,
 )
+from shopcast.api.routes import privacy as privacy_routes
 from shopcast.config import Settings
 from shopcast.errors import ShopcastError
+from shopcast.privacy.crypto import open_private_store
+from shopcast.privacy.pseudonym import Pseudonymizer
+from shopcast.privacy.retention import maintenance
+from shopcast.privacy.tenants import DEFAULT_TENANT
 from shopcast.serving.engine import Engine
-from shopcast.storage import Store, open_store
+from shopcast.storage import Store
 
 log = logging.getLogger(__name__)
 
 
-async def _watch_registry(engine: Engine, settings: Settings) -> None:
-    """Hot-swap when the registry's CURRENT changes (promotion from any process or CLI)."""
+async def _watch_registry(tenants: TenantPool, settings: Settings) -> None:
+    """Hot-swap when a registry's CURRENT changes (promotion from any process or CLI)."""
     while True:
         await asyncio.sleep(settings.api.reload_interval_s)
-        try:
-            await run_in_threadpool(engine.reload_if_changed)
-        except Exception:  # a broken bundle must not stop the service: keep the old one
-            log.exception(
-                "could not load the promoted model; still serving %s", engine.bundle.version
-            )
+        for tenant in tenants.tenants():
+            engine = tenant.engine
+            try:
+                await run_in_threadpool(engine.reload_if_changed)
+            except Exception:  # a broken bundle must not stop the service: keep the old one
+                log.exception(
+                    "could not load the promoted model; still serving %s", engine.bundle.version
+                )
 
 
 def create_app(
@@ -53,13 +61,27 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_store = store is None
-        app.state.store = store or open_store(settings.database_url)
+        app.state.store = store or open_private_store(settings)
         app.state.engine = engine or Engine.open(app.state.store, settings)
-        watcher = asyncio.create_task(_watch_registry(app.state.engine, settings))
+        app.state.tenants = TenantPool(
+            settings,
+            Tenant(
+                DEFAULT_TENANT,
+                settings,
+                app.state.store,
+                app.state.engine,
+                Pseudonymizer.from_settings(settings.privacy),
+                owned=False,
+            ),
+        )
+        watcher = asyncio.create_task(_watch_registry(app.state.tenants, settings))
+        upkeep = asyncio.create_task(maintenance(app.state.tenants, settings))  # retention
         try:
             yield
         finally:
             watcher.cancel()
+            upkeep.cancel()
+            app.state.tenants.close()  # the tenants opened for requests
             if engine is None:
                 app.state.engine.close()
             if own_store:
@@ -73,6 +95,8 @@ def create_app(
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(AuthMiddleware, settings=settings)  # outermost: before any body is read
+    document_security(app, settings)
 
     @app.exception_handler(ShopcastError)
     async def _shopcast_error(_: Request, exc: ShopcastError) -> JSONResponse:
@@ -91,4 +115,5 @@ def create_app(
 
     for module in (health, events, catalog, recommend, features, profiles, models, targeting):
         app.include_router(module.router)
+    app.include_router(privacy_routes.router)
     return app

@@ -35,7 +35,9 @@ from shopcast.ingest.importer import (
     import_items,
     import_users,
 )
-from shopcast.storage import Store, open_store
+from shopcast.privacy.crypto import open_private_store
+from shopcast.privacy.pseudonym import Pseudonymizer
+from shopcast.storage import Store
 
 __all__ = ["app"]
 
@@ -84,11 +86,20 @@ def _user_errors() -> Iterator[None]:
 
 @contextmanager
 def _open(db: str | None) -> Iterator[Store]:
-    store = open_store(db or load_settings().database_url)
+    """The store, with field encryption of user records as configured."""
+    settings = load_settings()
+    if db is not None:
+        settings = settings.model_copy(update={"database_url": db})
+    store = open_private_store(settings)
     try:
         yield store
     finally:
         store.close()
+
+
+def _pseudonyms() -> Pseudonymizer:
+    """Raw user ids of imported files -> stored ids (``privacy.pseudonymize``)."""
+    return Pseudonymizer.from_settings(load_settings().privacy)
 
 
 def _pairs(values: list[str] | None, option: str, *, split_last: bool) -> dict[str, str]:
@@ -148,6 +159,7 @@ def events(
             mapping=_pairs(mapping, "--map", split_last=True),
             constants=_pairs(constants, "--set", split_last=False),
         )
+        frame = _pseudonyms().frame(frame)
         with _open(db) as store, _progress_bar() as bar:
             task = bar.add_task("events", total=frame.height)
             summary = import_events(store, frame, lambda done: bar.update(task, completed=done))
@@ -193,8 +205,9 @@ def users(
                 mapping=_pairs(mapping, "--map", split_last=True),
                 constants=_pairs(constants, "--set", split_last=False),
             )
+        users = [_pseudonyms().user_record(u) for u in records.records]
         with _open(db) as store:
-            summary = import_users(store, records.records, rejected=records.rejected)
+            summary = import_users(store, users, rejected=records.rejected)
     console.print(_summary_table(f"users from {file}", summary))
 
 
@@ -211,7 +224,7 @@ def dataset(
     with _user_errors():
         started = time.perf_counter()
         with err_console.status(f"reading {name}"):
-            frames = load_dataset(name, path=path)
+            frames = _pseudonyms().dataset(load_dataset(name, path=path))
         load_seconds = time.perf_counter() - started
         with _open(db) as store, _progress_bar() as bar:
             task = bar.add_task(name, total=frames.events.height)

@@ -29,6 +29,9 @@ MERGE_MIN_ENTRIES = 100_000
 #: ``learn`` moves ``t_ref_`` forward (rescaling everything) once events are this many
 #: half-lives newer, so float32 weights never overflow.
 REBASE_HALF_LIVES = 16.0
+#: After ``unlearn``, a pair weight within this fraction of what it was is rounding
+#: (float32 storage): removed.
+UNLEARN_RESIDUE = 1e-5
 
 
 class CoVisitation:
@@ -163,6 +166,55 @@ class CoVisitation:
             ring.append((i, wi))
         if self._delta_entries > max(MERGE_MIN_ENTRIES, self.matrix_.nnz // 10):
             self._merge()
+
+    def unlearn(self, data: Interactions) -> None:
+        """Take the pairs of ``data``'s events back out (an erasure), and forget the live
+        ring of each subject in ``data``.
+
+        The pairs are formed as ``fit`` forms them (per subject, time order, ``window``)
+        and their current weight is subtracted. Entries left within rounding of 0 are
+        removed, none goes below 0. Pass events ``fit`` saw and events ``learn`` saw in
+        separate calls: pairs across the two were never added.
+        """
+        require_fitted(self, "matrix_")
+        for s in np.unique(data.user).tolist():
+            self.recent_.pop(int(s), None)
+        n = self.n_items_
+        known = (data.item >= 0) & (data.item < n)
+        if not known.any():
+            return
+        w = weight_array(self.event_weights)[data.type]
+        keep = known & (w > 0)
+        subject, item, ts, w = data.user[keep], data.item[keep], data.ts[keep], w[keep]
+        order = np.lexsort((ts, subject))
+        subject, item, ts, w = subject[order], item[order], ts[order], w[order]
+        decay = np.exp2((ts - self.t_ref_) / self._half_life)
+        rows: list[IntArray] = []
+        cols: list[IntArray] = []
+        vals: list[FloatArray] = []
+        for k in range(1, min(self.window, item.shape[0] - 1) + 1):
+            pair = (subject[k:] == subject[:-k]) & (item[k:] != item[:-k])
+            early, late = item[:-k][pair], item[k:][pair]
+            v = np.sqrt(w[:-k][pair] * w[k:][pair]) * decay[k:][pair]
+            rows += [early, late]
+            cols += [late, early]
+            vals += [v, v]
+        if not rows:
+            return
+        sub = sp.coo_array(
+            (_concat(vals, np.float64), (_concat(rows, np.int64), _concat(cols, np.int64))),
+            shape=(n, n),
+        ).tocsr()
+        sub.sum_duplicates()
+        self._merge()
+        old = self.matrix_.astype(np.float64)
+        left = sp.csr_array(old - sub)
+        # Keep entries clearly above rounding (this also drops negative ones).
+        kept = sp.csr_array(left - UNLEARN_RESIDUE * (old + sub)) > 0
+        left = sp.csr_array(left.multiply(kept))
+        left.eliminate_zeros()
+        left.sort_indices()
+        self.matrix_ = left.astype(np.float32)
 
     def score(self, context: Context, candidates: IntArray) -> FloatArray:
         require_fitted(self, "matrix_")

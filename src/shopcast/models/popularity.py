@@ -22,6 +22,9 @@ from shopcast.models._common import (
     weight_array,
 )
 
+#: After ``unlearn``, a score within this fraction of what it was is rounding: 0.
+UNLEARN_RESIDUE = 1e-9
+
 
 class Popularity:
     """Popularity of each item: ``Σ w(type) · 2^((t - t_ref_) / half_life)`` over its events.
@@ -59,6 +62,26 @@ class Popularity:
         """Add new events (and new items of ``data.items``) to the fitted scores."""
         require_fitted(self, "scores_")
         self._add(data)
+
+    def unlearn(self, data: Interactions) -> None:
+        """Take events that ``fit``/``learn`` added back out (an erasure).
+
+        Each event's decayed weight is subtracted; a score left within rounding of 0
+        becomes exactly 0 (no longer popular), and none goes below 0.
+        """
+        require_fitted(self, "scores_")
+        n = self.scores_.shape[0]
+        known = (data.item >= 0) & (data.item < n)
+        if not known.any():
+            return
+        half_life = self.half_life_days * SECONDS_PER_DAY
+        w = weight_array(self.event_weights)[data.type[known]] * np.exp2(
+            (data.ts[known] - self.t_ref_) / half_life
+        )
+        sub = np.bincount(data.item[known], weights=w, minlength=n)
+        left = self.scores_ - sub
+        left[(sub > 0) & (left <= UNLEARN_RESIDUE * np.maximum(self.scores_, sub))] = 0.0
+        self.scores_ = left
 
     def score(self, context: Context, candidates: IntArray) -> FloatArray:
         require_fitted(self, "scores_")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -29,12 +30,21 @@ from shopcast.features.targeting import (
     model_neighbours,
 )
 from shopcast.models._base import EVENT_CODES, Interactions, Vocabulary
+from shopcast.privacy.consent import declined, personal_data, personal_events, personalizes
+from shopcast.privacy.erasure import schedule_retrain
+from shopcast.privacy.unlearn import unlearn_bundle
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.impressions import ImpressionLog
 from shopcast.serving.pipeline import RecommendPipeline, RecommendRequest
 from shopcast.serving.state import MemorySessions
 from shopcast.storage import Store
-from shopcast.training.bundle import ModelBundle, load_bundle, load_current, train_bundle
+from shopcast.training.bundle import (
+    AGGREGATE_ROLES,
+    ModelBundle,
+    load_bundle,
+    load_current,
+    train_bundle,
+)
 from shopcast.training.registry import ModelRegistry
 
 
@@ -65,7 +75,7 @@ class _Serving:
     subjects: Vocabulary
     pipeline: RecommendPipeline
 
-    def catch_up(self, store: Store, *, learn: bool = True) -> int:
+    def catch_up(self, store: Store, *, learn: bool = True, declined: Collection[str] = ()) -> int:
         """Learn the events committed after ``bundle.trained_until``; returns how many.
 
         With ``learn`` False (online learning off) nothing is learned: the bundle stays
@@ -77,8 +87,8 @@ class _Serving:
         if frame.height == 0:
             return 0
         data = Interactions.from_frame(frame, users=self.subjects, items=self.bundle.items)
-        if len(data):
-            self.bundle.learn(data)
+        if len(data):  # declining users' events feed only the aggregate models
+            self.bundle.learn(data, personal_data(frame, data, declined))
         self.bundle.trained_until = int(frame.select(pl.col("seq").max()).item() or 0)
         return frame.height
 
@@ -136,7 +146,11 @@ class Engine:
         )
         serving = _Serving(bundle, catalog, Vocabulary(), pipeline)
         self.history_cutoff = bundle.trained_until
-        serving.catch_up(self.store, learn=self.settings.recommend.online_learning)
+        serving.catch_up(
+            self.store,
+            learn=self.settings.recommend.online_learning,
+            declined=self._declined(),
+        )
         return serving
 
     def _install(self, serving: _Serving) -> None:
@@ -154,7 +168,11 @@ class Engine:
         """
         serving = self._prepare(bundle)
         with self._lock:
-            serving.catch_up(self.store, learn=self.settings.recommend.online_learning)
+            serving.catch_up(
+                self.store,
+                learn=self.settings.recommend.online_learning,
+                declined=self._declined(),
+            )
             self._install(serving)
 
     def reload_if_changed(self) -> bool:
@@ -168,7 +186,11 @@ class Engine:
     def catch_up(self) -> int:
         """Learn the events committed after the bundle was trained; returns how many."""
         with self._lock:
-            return self._serving.catch_up(self.store, learn=self.settings.recommend.online_learning)
+            return self._serving.catch_up(
+                self.store,
+                learn=self.settings.recommend.online_learning,
+                declined=self._declined(),
+            )
 
     # -- writes -----------------------------------------------------------------
 
@@ -179,14 +201,22 @@ class Engine:
         cfg = self.settings.recommend
         with self._lock:
             if cfg.online_learning:
-                self._learn(interactions_from_events(events, self.subjects, self.bundle.items))
+                self._learn(events)
             if cfg.live_sessions:
                 self.sessions.observe(list(events))
             self.profiles.observe(events)
 
-    def _learn(self, data: Interactions) -> None:
-        if len(data):
+    def _learn(self, events: Sequence[Event]) -> None:
+        data = interactions_from_events(events, self.subjects, self.bundle.items)
+        if not len(data):
+            return
+        personal = personal_events(events, self.profiles.users)  # consent (privacy.consent)
+        if personal is None:
             self.bundle.learn(data)
+        else:
+            self.bundle.learn(
+                data, interactions_from_events(personal, self.subjects, self.bundle.items)
+            )
 
     def upsert_items(self, items: Sequence[Item]) -> None:
         with self._lock:
@@ -221,17 +251,67 @@ class Engine:
 
     def upsert_users(self, users: Sequence[User]) -> None:
         """New user records: demographics, time zone and consent of the profiles."""
+        self._withdraw_consent(users)
         self.profiles.upsert_users(users)
         with self._lock:
             if self._targeter is not None:
                 self._targeter.upsert_users(users)
+
+    # -- privacy (shopcast.privacy: consent, erasure) ----------------------------
+
+    def _declined(self) -> frozenset[str]:
+        return declined(self.profiles.users)
+
+    def _withdraw_consent(self, users: Sequence[User]) -> None:
+        """Users declining personalization now: their events leave the personal models."""
+        for user in users:
+            if not personalizes(user) and personalizes(self.profiles.users.get(user.user_id)):
+                rows = self.store.events.scan(subject=f"u:{user.user_id}")
+                if not rows:
+                    continue
+                personal = [r for r in self.bundle.models if r not in AGGREGATE_ROLES]
+                with self._lock:
+                    unlearn_bundle(
+                        self.bundle,
+                        rows,
+                        self.subjects,
+                        fitted_until=self.history_cutoff,
+                        roles=personal,
+                    )
+                schedule_retrain(self.settings.model_dir, "consent")
+
+    def erase_user(
+        self, user_id: str, rows: Sequence[tuple[int, Event]], roles: Collection[str] | None
+    ) -> dict[str, Any]:
+        """Take an erased user out of what is in service: model statistics (``roles``:
+        all when None), live session, profile (population models refitted), targeting."""
+        with self._lock:
+            models = unlearn_bundle(
+                self.bundle, rows, self.subjects, fitted_until=self.history_cutoff, roles=roles
+            )
+            profile = user_id in self.profiles.states or user_id in self.profiles.users
+            sessions = len(self.sessions)
+            self.forget_user(user_id)
+            live = sessions - len(self.sessions)
+        self.profiles.refit()  # RFM quintiles, feature space and segments without the user
+        return {"models": models, "profile": int(profile), "live_session": live}
+
+    def _impersonal(self, request: RecommendRequest) -> RecommendRequest:
+        """The request as for an unknown shopper when the user declined personalization."""
+        if request.user_id is None or personalizes(self.profiles.users.get(request.user_id)):
+            return request
+        return replace(request, user_id=None, session_id=None)
 
     # -- reads ------------------------------------------------------------------
 
     def recommend(self, request: RecommendRequest) -> Recommendation:
         now = self.clock()
         with self._lock:
-            rec = self.pipeline.run(request, now)
+            rec = self.pipeline.run(self._impersonal(request), now)
+        if rec.user_id != request.user_id:  # not personalized, still attributed
+            rec = rec.model_copy(
+                update={"user_id": request.user_id, "session_id": request.session_id}
+            )
         if self.impressions is not None:
             self.impressions.record(rec, now)
         return rec

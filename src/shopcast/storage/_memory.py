@@ -104,6 +104,19 @@ class MemoryEventLog:
                     self._by_session[row[_SESSION]].discard(seq)
             return len(seqs)
 
+    def delete_before(self, ts: float) -> int:
+        with self._lock:
+            old = [seq for seq, row in self._rows.items() if row[5] < ts]
+            for seq in old:
+                row = self._rows.pop(seq)
+                del self._seq_of[row[0]]
+                for index, key in ((self._by_user, row[_USER]), (self._by_session, row[_SESSION])):
+                    if key is not None:
+                        index[key].discard(seq)
+                        if not index[key]:
+                            del index[key]
+            return len(old)
+
     def assign_session(self, session_id: str, user_id: str) -> int:
         with self._lock:
             changed = 0

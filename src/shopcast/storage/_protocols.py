@@ -68,6 +68,10 @@ class EventLog(Protocol):
 
     def delete_user(self, user_id: str) -> int: ...
 
+    def delete_before(self, ts: float) -> int:
+        """Delete every event with a timestamp before ``ts`` (retention); returns how many."""
+        ...
+
     def assign_session(self, session_id: str, user_id: str) -> int:
         """Attribute an anonymous session's events to a user (login); returns how many."""
         ...

@@ -235,6 +235,10 @@ class SqliteEventLog:
         with self._db.write() as conn:
             return conn.execute("DELETE FROM events WHERE user_id = ?", [user_id]).rowcount
 
+    def delete_before(self, ts: float) -> int:
+        with self._db.write() as conn:
+            return conn.execute("DELETE FROM events WHERE ts < ?", [ts]).rowcount
+
     def assign_session(self, session_id: str, user_id: str) -> int:
         with self._db.write() as conn:
             sql = "UPDATE events SET user_id = ? WHERE session_id = ? AND user_id IS NULL"

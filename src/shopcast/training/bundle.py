@@ -38,6 +38,11 @@ from shopcast.training.registry import ModelRegistry
 
 Progress = Callable[[str], None]
 
+#: Roles that count events without linking a shopper's items (trending): they learn
+#: from every event. Every other role learns only from users who did not decline
+#: personalization (``User.consent["personalization"] = False``).
+AGGREGATE_ROLES = frozenset({"popularity"})
+
 #: Event weights of the bought-together model: what ends in a cart or an order.
 BOUGHT_TOGETHER_WEIGHTS = {"purchase": 1.0, "add_to_cart": 0.5}
 
@@ -69,11 +74,14 @@ class ModelBundle:
         model = self.models.get("bought_together")
         return None if model is None else _typed(model, CoVisitation)
 
-    def learn(self, data: Interactions) -> None:
-        """Online update of every model that learns incrementally."""
-        for model in self.models.values():
+    def learn(self, data: Interactions, personal: Interactions | None = None) -> None:
+        """Online update of every model that learns incrementally; ``personal`` (when
+        given) is ``data`` without declining users, for the roles not in
+        ``AGGREGATE_ROLES``."""
+        for role, model in self.models.items():
             if isinstance(model, OnlineLearner):
-                model.learn(data)
+                only = personal is not None and role not in AGGREGATE_ROLES
+                model.learn(personal if only and personal is not None else data)
 
 
 M = TypeVar("M")
@@ -139,10 +147,11 @@ def train_bundle(
     frame = store.events.frame()
     trained_until = int(frame.select(pl.col("seq").max()).item() or 0) if frame.height else 0
     data = Interactions.from_frame(frame, items=items)
+    personal = _without_declined(store, frame, data)
     models = {**make_models(cfg), **optional_models(training or TrainingSettings())}
     for role, model in models.items():
         report(f"fit {role}")
-        model.fit(data)
+        model.fit(data if role in AGGREGATE_ROLES else personal)
     window = {
         "from_ts": float(data.ts.min()) if len(data) else None,
         "to_ts": float(data.ts.max()) if len(data) else None,
@@ -162,6 +171,17 @@ def train_bundle(
         config=cfg.model_dump(mode="json"),
         data_window=window,
     )
+
+
+def _without_declined(store: Store, frame: pl.DataFrame, data: Interactions) -> Interactions:
+    """``data`` without the events of users who declined personalization."""
+    declined = [
+        u.user_id for u in store.users.scan() if u.consent.get("personalization", True) is False
+    ]
+    if not declined:
+        return data
+    keep = frame.filter(~pl.col("user_id").is_in(declined) | pl.col("user_id").is_null())
+    return Interactions.from_frame(keep, users=data.users, items=data.items)
 
 
 def save_bundle(bundle: ModelBundle, model_dir: Path, *, promote: bool = True) -> Path:

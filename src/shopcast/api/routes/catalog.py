@@ -11,10 +11,17 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from shopcast.api.routes._common import engine_of, json_body, settings_of, store_of
+from shopcast.api.routes._common import (
+    engine_of,
+    json_body,
+    pseudonyms_of,
+    settings_of,
+    store_of,
+)
 from shopcast.domain import Item, User
 from shopcast.errors import BatchTooLargeError, FieldError, NotFoundError, ValidationError
 from shopcast.ingest.validate import field_errors
+from shopcast.privacy.pseudonym import Pseudonymizer
 from shopcast.serving.engine import Engine
 from shopcast.storage import Repository
 
@@ -46,9 +53,14 @@ def _resource(
     model: type[Item] | type[User],
     repo: Callable[[Request], Repository[Any]],
     on_upsert: Callable[[Engine, Sequence[Any]], None],
-    on_delete: Callable[[Engine, str], None],
+    on_delete: Callable[[Engine, str], None] | None,
+    ids: Callable[[Request], Pseudonymizer] | None = None,
 ) -> None:
-    """Register the five routes of one keyed resource."""
+    """Register the routes of one keyed resource (``DELETE`` only with ``on_delete``).
+
+    ``ids`` maps the raw ids of requests to the stored ones (user pseudonyms): records
+    are saved and looked up under the stored id, and answered with the raw one.
+    """
     key = f"{name}_id"
     tag: list[str | Enum] = [plural]
 
@@ -65,6 +77,8 @@ def _resource(
             return field_errors(exc, index)
 
     def save(request: Request, records: list[Any]) -> None:
+        if ids is not None:
+            records = [ids(request).user_record(r) for r in records]
         repo(request).upsert(records)
         on_upsert(engine_of(request), records)
 
@@ -102,22 +116,27 @@ def _resource(
     @router.get(f"/v1/{plural}/{{{key}}}", tags=tag, response_model=model)
     def get_one(request: Request) -> Any:
         record_id = request.path_params[key].strip()
-        found = repo(request).get(record_id)
+        stored_id = ids(request).lookup(record_id) if ids is not None else record_id
+        found = repo(request).get(stored_id)
         if found is None:
             raise NotFoundError(f"{name} {record_id!r} not found")
-        return found
+        return found.model_copy(update={key: record_id}) if ids is not None else found
+
+    put_one.__name__ = f"put_{name}"
+    put_many.__name__ = f"put_{plural}"
+    get_one.__name__ = f"get_{name}"
+    if on_delete is None:
+        return
+    forget = on_delete
 
     @router.delete(f"/v1/{plural}/{{{key}}}", tags=tag, status_code=204)
     def delete_one(request: Request) -> Response:
         record_id = request.path_params[key].strip()
         if not repo(request).delete(record_id):
             raise NotFoundError(f"{name} {record_id!r} not found")
-        on_delete(engine_of(request), record_id)
+        forget(engine_of(request), record_id)
         return Response(status_code=204)
 
-    put_one.__name__ = f"put_{name}"
-    put_many.__name__ = f"put_{plural}"
-    get_one.__name__ = f"get_{name}"
     delete_one.__name__ = f"delete_{name}"
 
 
@@ -135,5 +154,6 @@ _resource(
     model=User,
     repo=lambda r: store_of(r).users,
     on_upsert=lambda engine, records: engine.upsert_users(records),
-    on_delete=lambda engine, user_id: engine.forget_user(user_id),
+    on_delete=None,  # DELETE /v1/users/{id} is the full erasure (routes/privacy.py)
+    ids=pseudonyms_of,
 )

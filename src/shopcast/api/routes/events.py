@@ -9,7 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from shopcast.api.routes._common import engine_of, json_body, settings_of, store_of
+from shopcast.api.routes._common import (
+    engine_of,
+    json_body,
+    pseudonyms_of,
+    settings_of,
+    store_of,
+)
 from shopcast.domain import Event
 from shopcast.ingest.validate import validate_events
 from shopcast.storage import AppendResult
@@ -48,7 +54,7 @@ async def post_events(request: Request) -> JSONResponse:
     are invalid the answer is 422 listing each bad event's index, field and reason;
     the valid events of the batch are stored anyway and counted in ``accepted``.
     """
-    raw = await json_body(request)
+    raw = pseudonyms_of(request).payload(await json_body(request))  # raw ids end here
     checked = validate_events(raw, max_batch=settings_of(request).api.max_batch)
     result = await run_in_threadpool(_commit, request, checked.events)
     body = IngestResult(

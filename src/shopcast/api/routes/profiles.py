@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from shopcast.api.routes._common import engine_of
+from shopcast.api.routes._common import engine_of, pseudonyms_of
+from shopcast.errors import NotFoundError
 from shopcast.features.profile_index import ProfileCard, SegmentSummary
 
 router = APIRouter(tags=["profiles"])
@@ -24,7 +25,9 @@ class SegmentMembers(BaseModel):
     total: int
     limit: int
     offset: int
-    users: list[str] = Field(description="User ids, sorted")
+    users: list[str] = Field(
+        description="User ids, sorted (pseudonyms when privacy.pseudonymize is on)"
+    )
 
 
 @router.get(
@@ -37,7 +40,12 @@ def user_profile(request: Request, user_id: str) -> ProfileCard:
 
     A user who declined personalization gets demographics only (``behaviour`` null).
     """
-    return engine_of(request).profiles.card(user_id.strip())
+    raw = user_id.strip()
+    try:
+        card = engine_of(request).profiles.card(pseudonyms_of(request).lookup(raw))
+    except NotFoundError:
+        raise NotFoundError(f"user {raw!r} is unknown: no user record and no event") from None
+    return card.model_copy(update={"user_id": raw})
 
 
 @router.get("/v1/segments", response_model=SegmentList)

@@ -13,7 +13,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from shopcast.api.routes._common import engine_of, json_body, settings_of
+from shopcast.api.routes._common import (
+    engine_of,
+    json_body,
+    session_key,
+    settings_of,
+    user_key,
+)
 from shopcast.domain import Recommendation, clean_id
 from shopcast.errors import FieldError, NotFoundError, ValidationError
 from shopcast.ingest.validate import field_errors
@@ -108,14 +114,15 @@ def for_user(
     ] = None,
 ) -> Recommendation:
     """Top-k items for a user, reflecting the events ingested a moment ago."""
-    who = {"user_id": user_id.strip(), "session_id": session_id.strip() if session_id else None}
-    return engine_of(request).recommend(_request(f, **who))
+    who = {"user_id": user_key(request, user_id), "session_id": session_key(session_id)}
+    rec = engine_of(request).recommend(_request(f, **who))
+    return rec.model_copy(update={"user_id": user_id.strip()})  # the caller's own id
 
 
 @router.get("/v1/sessions/{session_id}/recommendations", response_model=Recommendation)
 def for_session(request: Request, session_id: str, f: Listing) -> Recommendation:
     """Top-k items for an anonymous shopper known only by ``session_id``."""
-    return engine_of(request).recommend(_request(f, session_id=session_id.strip()))
+    return engine_of(request).recommend(_request(f, session_id=session_key(session_id)))
 
 
 @router.get("/v1/trending", response_model=Recommendation)
@@ -148,11 +155,12 @@ def bought_together(
     """Items bought (or carted) together with this one; the shopper's purchases excluded."""
     req = _request(
         f.model_copy(update={"scene": "bought_together", "item_ids": (item_id,)}),
-        user_id=user_id,
-        session_id=session_id,
+        user_id=None if user_id is None else user_key(request, user_id),
+        session_id=session_key(session_id),
     )
     _known_item(request, item_id)
-    return engine_of(request).recommend(req)
+    rec = engine_of(request).recommend(req)
+    return rec.model_copy(update={"user_id": user_id.strip() if user_id else None})
 
 
 class CartRequest(BaseModel):
@@ -177,14 +185,15 @@ async def complete_the_cart(request: Request) -> Recommendation:
     if body.k > max_k:
         raise ValidationError("k too large", [FieldError("k", f"{body.k} > max_k {max_k}")])
     req = RecommendRequest(
-        user_id=_clean(body.user_id, "user_id"),
+        user_id=None if body.user_id is None else user_key(request, body.user_id),
         session_id=_clean(body.session_id, "session_id"),
         k=body.k,
         scene="cart",
         items=tuple(i for i in (_clean(x, "items") for x in body.items) if i),
         exclude=tuple(body.exclude),
     )
-    return await run_in_threadpool(engine_of(request).recommend, req)
+    rec = await run_in_threadpool(engine_of(request).recommend, req)
+    return rec.model_copy(update={"user_id": _clean(body.user_id, "user_id")})
 
 
 class MergeRequest(BaseModel):
@@ -203,7 +212,8 @@ async def merge(request: Request, user_id: str) -> dict[str, Any]:
         raise ValidationError("invalid merge request", field_errors(exc)) from None
     session_id = _required(body.session_id, "session_id")
     uid = _required(user_id, "user_id")
-    moved = await run_in_threadpool(engine_of(request).merge_session, uid, session_id)
+    stored = user_key(request, uid)
+    moved = await run_in_threadpool(engine_of(request).merge_session, stored, session_id)
     return {"user_id": uid, "session_id": session_id, "events_moved": moved}
 
 

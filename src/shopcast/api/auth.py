@@ -1,0 +1,279 @@
+"""Access control: API keys with scopes, per-key rate limits, a tenant per key.
+
+``AuthMiddleware`` runs before routing and before the body is read. With
+``auth.enabled`` every request but the open ones (``/v1/health``, and the OpenAPI
+docs unless ``auth.open_docs`` is off) needs a key in ``Authorization: Bearer <key>``
+or ``X-API-Key: <key>``: 401 when it is missing or invalid, 403 when the key lacks the
+scope the endpoint needs (``required_scope``), 429 with ``Retry-After`` when the key is
+over its token bucket. The key's tenant picks the store and engine the routes use
+(``TenantPool``); without auth everything is the ``default`` tenant.
+
+Scopes of endpoints (``required_scope``): ``POST /v1/events`` needs ``ingest``;
+reads (GET, and ``POST /v1/cart/recommendations``) need ``read``, except personal data
+(user records, profiles, segment members), models, privacy, keys and targeting, which
+need ``admin``; every other write needs ``admin``. ``admin`` holds every scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shopcast.config import RateLimitSettings, Settings
+from shopcast.errors import AuthError, ForbiddenError, RateLimitedError
+from shopcast.privacy.apikeys import ApiKey, KeyStore
+from shopcast.privacy.apikeys import Scope as KeyScope
+from shopcast.privacy.crypto import open_private_store
+from shopcast.privacy.pseudonym import Pseudonymizer
+from shopcast.privacy.tenants import DEFAULT_TENANT, tenant_settings
+from shopcast.serving.engine import Engine
+from shopcast.storage import Store
+
+DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/v1/health"})
+_READ = frozenset({"GET", "HEAD"})
+#: (methods or None for all, path pattern, scope), first match wins.
+RULES: tuple[tuple[frozenset[str] | None, re.Pattern[str], KeyScope], ...] = (
+    (frozenset({"POST"}), re.compile(r"^/v1/events/?$"), "ingest"),
+    (frozenset({"POST"}), re.compile(r"^/v1/cart/recommendations/?$"), "read"),
+    (None, re.compile(r"^/v1/(models|privacy|keys|admin|target)"), "admin"),
+    (_READ, re.compile(r"^/v1/users/[^/]+/?$"), "admin"),
+    (_READ, re.compile(r"^/v1/users/[^/]+/profile/?$"), "admin"),
+    (_READ, re.compile(r"^/v1/segments/[^/]+/users/?$"), "admin"),
+)
+
+
+def required_scope(method: str, path: str, *, open_docs: bool = True) -> KeyScope | None:
+    """The scope a request needs; None for an open endpoint."""
+    if path in OPEN_PATHS or (open_docs and path in DOC_PATHS):
+        return None
+    for methods, pattern, scope in RULES:
+        if (methods is None or method in methods) and pattern.match(path):
+            return scope
+    return "read" if method in _READ else "admin"
+
+
+class TokenBuckets:
+    """One token bucket per key: ``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 when a request may pass (a token is taken), else seconds until one may."""
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+@dataclass
+class Tenant:
+    """What a request of one tenant works with."""
+
+    name: str
+    settings: Settings
+    store: Store
+    engine: Engine
+    pseudonyms: Pseudonymizer
+    owned: bool = True  # opened here (closed with the pool)
+
+    def close(self) -> None:
+        if self.owned:
+            self.engine.close()
+            self.store.close()
+
+
+def open_tenant(settings: Settings, name: str) -> Tenant:
+    """Open a tenant's store and engine (loads its model: may take seconds)."""
+    own = tenant_settings(settings, name)
+    store = open_private_store(own)
+    try:
+        engine = Engine.open(store, own)
+    except BaseException:
+        store.close()
+        raise
+    return Tenant(name, own, store, engine, Pseudonymizer.from_settings(own.privacy, name))
+
+
+class TenantPool:
+    """The open tenants; others are opened on their first request."""
+
+    def __init__(self, settings: Settings, default: Tenant) -> None:
+        self.settings = settings
+        self._open: dict[str, Tenant] = {default.name: default}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def get(self, name: str) -> Tenant:
+        """An open tenant (``ensure`` opened it for this request)."""
+        return self._open[name]
+
+    async def ensure(self, name: str) -> Tenant:
+        tenant = self._open.get(name)
+        if tenant is not None:
+            return tenant
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            tenant = self._open.get(name)
+            if tenant is None:
+                tenant = await run_in_threadpool(open_tenant, self.settings, name)
+                self._open[name] = tenant
+        return tenant
+
+    def tenants(self) -> list[Tenant]:
+        return list(self._open.values())
+
+    def close(self) -> None:
+        for tenant in self._open.values():
+            tenant.close()
+        self._open.clear()
+
+
+def tenant_name(scope: Scope) -> str:
+    state = scope.get("state") or {}
+    name = state.get("shopcast_tenant", DEFAULT_TENANT)
+    return str(name)
+
+
+def _token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            if kind.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key" and value.strip():
+            return value.decode("latin-1").strip()
+    return None
+
+
+class AuthMiddleware:
+    """See the module docstring. ``keys`` defaults to a ``KeyStore`` at ``auth.keys_path``."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, keys: KeyStore | None = None) -> None:
+        self.app = app
+        self.settings = settings
+        self._keys = keys
+        limit: RateLimitSettings = settings.auth.rate_limit
+        self.limiter = TokenBuckets(limit.rate_per_s, limit.burst) if limit.enabled else None
+
+    @property
+    def keys(self) -> KeyStore:
+        if self._keys is None:
+            self._keys = KeyStore(self.settings.auth.keys_path)
+        return self._keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.settings.auth.enabled:
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = self._authorize(scope)
+        except AuthError as exc:
+            await _refuse(exc, scope, receive, send)
+            return
+        if key is not None:
+            scope["state"] = {**(scope.get("state") or {}), "shopcast_tenant": key.tenant}
+            pool: TenantPool | None = getattr(scope["app"].state, "tenants", None)
+            if pool is not None:
+                await pool.ensure(key.tenant)
+        await self.app(scope, receive, send)
+
+    def _authorize(self, scope: Scope) -> ApiKey | None:
+        needed = required_scope(
+            scope["method"], scope["path"], open_docs=self.settings.auth.open_docs
+        )
+        if needed is None:
+            return None
+        token = _token(scope["headers"])
+        if token is None:
+            raise AuthError("an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key'")
+        key = self.keys.verify(token)
+        if key is None:
+            raise AuthError("the API key is invalid or revoked")
+        if not key.allows(needed):
+            raise ForbiddenError(
+                f"this key's scopes ({', '.join(sorted(key.scopes))}) do not include {needed!r}"
+            )
+        if self.limiter is not None:
+            wait = self.limiter.take(key.key_id)
+            if wait > 0:
+                raise RateLimitedError("too many requests for this key; slow down", wait)
+        return key
+
+
+async def _refuse(exc: AuthError, scope: Scope, receive: Receive, send: Send) -> None:
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimitedError):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    elif type(exc) is AuthError:
+        headers["WWW-Authenticate"] = 'Bearer realm="shopcast"'
+    response = JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+    await response(scope, receive, send)
+
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    "required": ["error", "message"],
+}
+
+
+def document_security(app: FastAPI, settings: Settings) -> None:
+    """Describe the key schemes and the 401/403/429 answers in the OpenAPI schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        if settings.auth.enabled:
+            components = schema.setdefault("components", {})
+            components["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path, operations in schema.get("paths", {}).items():
+                for method, op in operations.items():
+                    if required_scope(method.upper(), path) is None:
+                        continue
+                    op["security"] = [{"bearer": []}, {"apiKey": []}]
+                    for status, what in (
+                        ("401", "Missing or invalid API key"),
+                        ("403", "The key lacks the scope this endpoint needs"),
+                        ("429", "Over the key's rate limit (see Retry-After)"),
+                    ):
+                        op.setdefault("responses", {}).setdefault(
+                            status,
+                            {
+                                "description": what,
+                                "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+                            },
+                        )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
