@@ -28,6 +28,8 @@ class CatalogIndex:
         self._by_level: dict[str, IntArray] | None = None
         self._newest: tuple[FloatArray, IntArray] | None = None  # created_at desc, cached
         self._lock = threading.Lock()
+        #: Bumped by every upsert/delete (features cached per item know when to refresh).
+        self.revision = 0
 
     def upsert(self, items: Iterable[Item]) -> None:
         with self._lock:
@@ -41,6 +43,7 @@ class CatalogIndex:
             self._masks.clear()
             self._by_level = None
             self._newest = None
+            self.revision += 1
 
     def delete(self, item_id: str) -> None:
         idx = self.vocab.index(item_id)
@@ -50,6 +53,7 @@ class CatalogIndex:
                 self._masks.clear()
                 self._by_level = None
                 self._newest = None
+                self.revision += 1
 
     def get(self, idx: int) -> Item | None:
         return self._meta.get(idx)

@@ -143,6 +143,7 @@ class Engine:
             self.settings.merchandising,
             content=self.item_features,
             new_arrival_days=self.settings.recommend.new_arrival_days,
+            profiles=self.profiles,
         )
         serving = _Serving(bundle, catalog, Vocabulary(), pipeline)
         self.history_cutoff = bundle.trained_until

@@ -6,7 +6,10 @@
   purchases, cart), the scene's anchor items, what earlier pages showed.
 - **candidates**: the scene's sources (``sources.py``), each with its own score.
 - **rank**: a weighted blend of each source's scores scaled to [0, 1]; an item is
-  credited to the source contributing most to it.
+  credited to the source contributing most to it. When the bundle holds a learned
+  ranker (role ``ranker``, ``ranker.py``) for the scene, it scores the pool instead
+  (same items, same credited sources); if it fails, the blend is served and
+  ``ranker`` is named in ``degraded``.
 - **rules**: filters and boosts (``rules.py``).
 - **rerank**: maximal marginal relevance for diversity (``rerank.py``).
 - **placements**: merchandiser pins and sponsored slots.
@@ -29,6 +32,7 @@ from shopcast.config import MerchandisingSettings
 from shopcast.domain import EventType, Recommendation, RecommendedItem
 from shopcast.models._base import EVENT_CODES, Context
 from shopcast.serving.catalog import CatalogIndex
+from shopcast.serving.ranker import LearnedRanker, RankStage, UserStates
 from shopcast.serving.rerank import MMR
 from shopcast.serving.rules import (
     Boosts,
@@ -118,6 +122,7 @@ class RecommendPipeline:
         *,
         content: ContentNeighbours | None = None,
         new_arrival_days: float = 30.0,
+        profiles: UserStates | None = None,
     ) -> None:
         merch = merchandising or MerchandisingSettings()
         self.bundle = bundle
@@ -143,13 +148,14 @@ class RecommendPipeline:
         ]
         self.rerank = MMR(catalog, merch.diversity)
         self.placements: list[Placement] = [Pins(catalog, merch), Sponsored(catalog, merch)]
+        self.ranker = _rank_stage(bundle, catalog, profiles)
 
     def run(self, request: RecommendRequest, now: float) -> Recommendation:
         degraded: list[str] = []
         try:
             shopper = self.context(request, now)
             candidates = self.candidates(shopper, request, degraded)
-            ranked = self.rank(candidates, request)
+            ranked = self.rank(candidates, request, shopper, degraded)
             for rule in self.rules:
                 ranked = rule(ranked, shopper, request)
             order = self.rerank(ranked, request.k)
@@ -251,7 +257,13 @@ class RecommendPipeline:
                 out[name] = Ranked(found.items, found.scores, [name] * found.items.size)
         return out
 
-    def rank(self, candidates: dict[str, Ranked], request: RecommendRequest) -> Ranked:
+    def rank(
+        self,
+        candidates: dict[str, Ranked],
+        request: RecommendRequest,
+        shopper: Shopper | None = None,
+        degraded: list[str] | None = None,
+    ) -> Ranked:
         if not candidates:
             return Ranked(np.empty(0, np.int64), np.empty(0, np.float64), [])
         pool = np.unique(np.concatenate([c.items for c in candidates.values()]))
@@ -264,7 +276,16 @@ class RecommendPipeline:
             scaled = found.scores / top if top > 0 else np.zeros_like(found.scores)
             parts[row, np.searchsorted(pool, found.items)] = weights[name] * scaled
         best = parts.argmax(axis=0)
-        return Ranked(pool, parts.sum(axis=0), [names[b] for b in best.tolist()])
+        blended = Ranked(pool, parts.sum(axis=0), [names[b] for b in best.tolist()])
+        if self.ranker is None or shopper is None or not self.ranker.serves(request.scene):
+            return blended
+        try:
+            return self.ranker(candidates, blended, shopper, request, weights)
+        except Exception:  # a ranker bug must not cost the request: serve the blend
+            log.exception("learned ranker failed; serving the blend")
+            if degraded is not None:
+                degraded.append("ranker")
+            return blended
 
     def explain(
         self, shopper: Shopper, slate: Sequence[Slot], request: RecommendRequest
@@ -379,6 +400,20 @@ class RecommendPipeline:
         hits = np.flatnonzero(ctx.recent_items == item)
         default = _BECAUSE[EVENT_CODES[EventType.VIEW]]
         return _BECAUSE.get(int(ctx.recent_types[hits[-1]]), default) if hits.size else default
+
+
+def _rank_stage(
+    bundle: ModelBundle, catalog: CatalogIndex, profiles: UserStates | None
+) -> RankStage | None:
+    """The learned-ranker stage when the bundle has a usable ranker, else None (blend)."""
+    ranker = bundle.models.get("ranker")
+    if not isinstance(ranker, LearnedRanker):
+        return None
+    try:
+        return RankStage(ranker, bundle, catalog, profiles)
+    except Exception:
+        log.exception("cannot use the bundle's learned ranker; ranking by the blend")
+        return None
 
 
 def _known(indices: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from shopcast.config import RecommendSettings, TrainingSettings
+from shopcast.config import RecommendSettings, Settings, TrainingSettings
 from shopcast.errors import ModelError
 from shopcast.models import (
     CoVisitation,
@@ -138,8 +138,16 @@ def train_bundle(
     cfg: RecommendSettings,
     progress: Progress | None = None,
     training: TrainingSettings | None = None,
+    *,
+    ranker: bool | None = None,
+    settings: Settings | None = None,
 ) -> ModelBundle:
-    """Fit every model on the whole event log (catalog items join the vocabulary first)."""
+    """Fit every model on the whole event log (catalog items join the vocabulary first).
+
+    ``ranker``: train the learned ranker (role ``ranker``, ``training/ranker_data.py``)
+    — None: when the log is large enough and the ranker beats the blend on its test
+    window; ``settings`` give it the profile, item-feature and merchandising settings.
+    """
     report = progress or (lambda _stage: None)
     started = time.perf_counter()
     report("load events")
@@ -162,7 +170,7 @@ def train_bundle(
         "subjects": len(data.users),
         "train_s": round(time.perf_counter() - started, 3),
     }
-    return ModelBundle(
+    bundle = ModelBundle(
         new_version(),
         items,
         models,
@@ -171,6 +179,15 @@ def train_bundle(
         config=cfg.model_dump(mode="json"),
         data_window=window,
     )
+    if ranker is not False:
+        from shopcast.training.ranker_data import attach_ranker  # imports serving
+
+        full = settings or Settings.model_construct(recommend=cfg)
+        users = list(store.users.scan())
+        attach_ranker(
+            bundle, frame, store.items.scan(), users, full, required=bool(ranker), progress=report
+        )
+    return bundle
 
 
 def _without_declined(store: Store, frame: pl.DataFrame, data: Interactions) -> Interactions:
@@ -214,7 +231,7 @@ def load_bundle(path: Path) -> ModelBundle:
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read model bundle at {path}: {exc}") from None
     models = {
-        role: model_class(name).load(path / role, items)
+        role: _model_class(name).load(path / role, items)
         for role, name in manifest["models"].items()
     }
     return ModelBundle(
@@ -227,6 +244,14 @@ def load_bundle(path: Path) -> ModelBundle:
         config=manifest.get("config", {}),
         data_window=manifest.get("data_window", {}),
     )
+
+
+def _model_class(name: str) -> type[Recommender]:
+    """``model_class`` plus the learned ranker, which ranks candidate features and so is
+    not in ``MODELS`` (no model contract, no benchmark entry)."""
+    from shopcast.serving.ranker import LearnedRanker
+
+    return LearnedRanker if name == LearnedRanker.name else model_class(name)
 
 
 def load_current(model_dir: Path) -> ModelBundle | None:
