@@ -99,6 +99,9 @@ GRIDS: dict[str, dict[str, dict[str, list[Any]]]] = {
         "popularity": {"half_life_days": [100_000.0, 30.0]},
         "covisit": {"window": [5, 2, 10], "session_decay": [0.7, 0.4]},
         **_RANKING_GRIDS,
+        # 12k items, 22k users: fewer points for the slow fits
+        "ease": {"reg": [250.0, 100.0, 500.0, 1000.0]},
+        "ials": {"reg": [0.1, 1.0, 10.0]},
     },
     "q3": {
         "popularity": {"half_life_days": [100_000.0, 14.0, 60.0]},
