@@ -15,7 +15,8 @@ Hierarchy::
     ├── StorageError               a backend failed or was given a bad URL
     │   └── UnknownBackendError    no backend for that URL scheme
     ├── ModelError                 a model used before fit, or a bad saved model
-    │   └── NotFittedError
+    │   ├── NotFittedError
+    │   └── NoRollbackError        no earlier version to roll back to (HTTP 409)
     └── MissingDependencyError     an optional extra is not installed
 
 Each error has an ``http_status`` and a stable ``code`` so the API and the CLI
@@ -130,6 +131,11 @@ class ModelError(ShopcastError):
 
 class NotFittedError(ModelError):
     code = "not_fitted"
+
+
+class NoRollbackError(ModelError):
+    http_status = 409
+    code = "nothing_to_roll_back"
 
 
 class MissingDependencyError(ShopcastError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ from shopcast.errors import (
 )
 from shopcast.storage import Catalog, EventLog, Profiles, Store, open_store
 
+log = logging.getLogger(__name__)
 SEALED = "__sealed__"
 SEALED_FIELDS = ("age", "gender", "occupation", "region", "attributes")
 _PREFIX = "enc1"
@@ -76,6 +78,7 @@ class FieldCipher:
         if not keys:
             if not p.encrypt_users or settings.environment not in ("development", "test"):
                 return None
+            log.warning("encrypting user attributes with the development key: development only")
             keys = {
                 DEV_KEY_ID: hashlib.sha256(b"shopcast-dev:" + PLACEHOLDER_SECRET.encode()).digest()
             }

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from dataclasses import replace
 from typing import Any
 
 import polars as pl
 
-from shopcast.config import PrivacySettings
+from shopcast.config import PLACEHOLDER_SECRET, PrivacySettings
 from shopcast.domain import User, clean_id
 from shopcast.ingest.datasets import DatasetFrames
 from shopcast.privacy.tenants import DEFAULT_TENANT, check_tenant
 
 PREFIX = "p_"
+log = logging.getLogger(__name__)
 
 
 class Pseudonymizer:
@@ -39,6 +41,8 @@ class Pseudonymizer:
     @classmethod
     def from_settings(cls, privacy: PrivacySettings, tenant: str = DEFAULT_TENANT) -> Pseudonymizer:
         key = privacy.hmac_key.get_secret_value().encode() if privacy.pseudonymize else None
+        if key == PLACEHOLDER_SECRET.encode():
+            log.warning("pseudonymizing with the placeholder hmac_key: development only")
         return cls(key, tenant)
 
     @property

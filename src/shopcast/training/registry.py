@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shopcast.errors import ModelError, NotFoundError
+from shopcast.errors import NoRollbackError, NotFoundError
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,7 @@ class ModelRegistry:
             else:
                 stack.append(str(entry["version"]))
         if len(stack) < 2:
-            raise ModelError("nothing to roll back to: no earlier version was promoted")
+            raise NoRollbackError("nothing to roll back to: no earlier version was promoted")
         target = stack[-2]
         self.promote(target, action="rollback")
         return target
