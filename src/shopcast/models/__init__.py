@@ -11,6 +11,7 @@ from shopcast.models.blend import Blend
 from shopcast.models.bpmf import BayesianMF
 from shopcast.models.covisit import CoVisitation
 from shopcast.models.ease import EASE
+from shopcast.models.hybrid import HybridRanker, HybridRating
 from shopcast.models.ials import ImplicitALS
 from shopcast.models.knn import ItemKNN
 from shopcast.models.mf import BiasedMF, BiasedMFALS, SVDpp
@@ -32,6 +33,8 @@ MODELS: dict[str, type[Recommender]] = {
         BayesianMF,
         Blend,
         SASRec,
+        HybridRanker,
+        HybridRating,
     )
 }
 
@@ -54,6 +57,8 @@ __all__ = [
     "Blend",
     "CoVisitation",
     "Context",
+    "HybridRanker",
+    "HybridRating",
     "ImplicitALS",
     "Interactions",
     "ItemKNN",
