@@ -270,8 +270,8 @@ def test_shares_equal_the_profile_affinities() -> None:
     targeter = Targeter(half_life_days=settings.profiles.half_life_days).fit(frame, ITEMS, USERS)
     for user in ("ann", "cat", "dan", "fay"):
         for kind in ("category", "brand"):
-            mine = targeter.affinities(user, kind)  # type: ignore[arg-type]
-            theirs = index.affinities(user, kind)  # type: ignore[arg-type]
+            mine = targeter.affinities(user, kind)
+            theirs = index.affinities(user, kind)
             assert mine.keys() == theirs.keys()
             for key, value in theirs.items():
                 assert mine[key] == pytest.approx(value, abs=1e-9)

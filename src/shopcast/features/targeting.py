@@ -80,7 +80,7 @@ import polars as pl
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
-from shopcast.config import Settings
+from shopcast.config import RecommendSettings, Settings
 from shopcast.domain import EventType, Item, User, split_category
 from shopcast.errors import ConfigError, NotFoundError
 from shopcast.features._itemref import SEP, category_keys
@@ -185,7 +185,7 @@ class TargetSummary(BaseModel):
 
 
 class TargetedUser(BaseModel):
-    user_id: str
+    user_id: str = Field(description="As stored (pseudonyms when privacy.pseudonymize is on)")
     score: float
     reason: str = Field(description="The strongest signal, in words")
     signals: dict[str, float] = Field(description="Weighted term of each signal (sum = score)")
@@ -356,8 +356,6 @@ class Targeter:
         text_items: int = 20,
         text_min_score: float = 0.1,
     ) -> None:
-        from shopcast.config import RecommendSettings
-
         self.params = params or ProfileParams(weights=dict(RecommendSettings().event_weights))
         self.weights = weights or TargetingWeights()
         for name, value in (
@@ -919,7 +917,7 @@ class Targeter:
         reasons = self._reasons(target, chosen, contrib[:, chosen], relations or {}, now)
         stages = self.lifecycle(now)[chosen]
         users = [
-            TargetedUser(
+            TargetedUser.model_construct(  # trusted values: no validation (up to 10,000)
                 user_id=self.users_.id(int(u)),
                 score=round(float(score[u]), 6),
                 reason=reason,
