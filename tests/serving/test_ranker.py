@@ -170,9 +170,9 @@ def _synthetic_groups(
 
 
 def _fitted(rng: np.random.Generator) -> LearnedRanker:
-    x, y, g = _synthetic_groups(150, rng)
-    vx, vy, vg = _synthetic_groups(50, rng)
-    ranker = LearnedRanker(n_estimators=60, min_child_samples=10)
+    x, y, g = _synthetic_groups(100, rng)
+    vx, vy, vg = _synthetic_groups(40, rng)
+    ranker = LearnedRanker(n_estimators=40, min_child_samples=10)
     return ranker.fit_groups(x, y, g, columns=feature_columns(), valid=(vx, vy, vg))
 
 
@@ -252,7 +252,7 @@ def _frame(events: list[Event]) -> pl.DataFrame:
 
 
 def test_dataset_protocol_and_learning_the_favourite_brand() -> None:
-    events, items = _brand_shop()
+    events, items = _brand_shop(users=40)
     split = RD.SplitConfig(fractions=(0.4, 0.65, 0.8), cuts_per_subject=3)
     data = RD.build_dataset(_frame(events), items, [], Settings(), split)
     assert data.columns == feature_columns()
@@ -266,7 +266,7 @@ def test_dataset_protocol_and_learning_the_favourite_brand() -> None:
         assert (g.n_relevant >= 1).all() and set(g.scenes) <= {"home", "product_page"}
     ranker = RD.train_ranker(data)
     metrics = RD.evaluate(test, data.columns, data.sources, ranker)
-    assert metrics["ranker"]["ndcg@10"] > metrics["blend"]["ndcg@10"]
+    assert metrics["ranker"]["ndcg@10"] > 2 * metrics["blend"]["ndcg@10"]
     assert metrics["ranker"]["ndcg@10"] > max(metrics[s]["ndcg@10"] for s in data.sources)
 
 
@@ -349,3 +349,18 @@ def test_bundle_round_trip_with_a_ranker(tmp_path: Path) -> None:
     assert SCENES["home"]  # the scene the synthetic ranker serves
     request = RecommendRequest(user_id="u1", k=4)
     assert pipe.run(request, T0 + 10 * DAY).degraded == []
+
+
+def test_train_bundle_trains_a_ranker_only_when_asked_or_the_log_is_large() -> None:
+    events, items = _brand_shop(users=24, visits=4)
+    store = open_store("memory://")
+    store.items.upsert(items)
+    store.events.append(events)
+    auto = train_bundle(store, Settings().recommend)
+    assert "ranker" not in auto.models
+    assert "fewer than" in auto.stats["ranker"]["skipped"]
+    frame = store.events.frame()
+    split = RD.SplitConfig(max_groups=(60, 20, 20), cuts_per_subject=3)
+    info = RD.attach_ranker(auto, frame, items, [], Settings(), required=True, split=split)
+    assert info["kept"] is True and isinstance(auto.models["ranker"], LearnedRanker)
+    assert set(info["test_ndcg@10"]) >= {"blend", "ranker", "covisit"}

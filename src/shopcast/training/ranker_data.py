@@ -241,6 +241,7 @@ def _cuts(log: _Log, bounds: Sequence[float], split: SplitConfig) -> list[tuple[
             continue
         part = part.sample(fraction=1.0, shuffle=True, seed=split.seed + w)
         part = part.group_by("subject", maintain_order=True).head(split.cuts_per_subject)
+        part = part.sample(fraction=1.0, shuffle=True, seed=split.seed + 3 + w)
         part = part.head(split.max_groups[w])
         out += [
             (float(t), s, w)
@@ -448,15 +449,14 @@ def _top(scores: FloatArray, k: int, valid: np.ndarray[Any, Any] | None = None) 
     return np.concatenate([order, np.full(k - order.shape[0], -1)]).astype(np.int64)
 
 
-def evaluate(
+def _hits(
     groups: RankingGroups,
     columns: Sequence[str],
     sources: Sequence[str],
-    ranker: LearnedRanker | None = None,
-    *,
-    k: int = 10,
-) -> dict[str, dict[str, float]]:
-    """NDCG@k / HR@k / Recall@k of every single source, the blend and the ranker."""
+    ranker: LearnedRanker | None,
+    k: int,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Per method, ``hits[g, r]``: is the item at rank ``r`` of group ``g`` a target?"""
     col = {name: j for j, name in enumerate(columns)}
     raw = ranker.predict(groups.x) if ranker is not None and groups.x.shape[0] else None
     methods = [*sources, "blend", *(["ranker"] if ranker is not None else [])]
@@ -476,16 +476,42 @@ def evaluate(
                 top = _top(-rank, k, rank > 0)
             ok = top >= 0
             hits[m][g, ok] = y[top[ok]] > 0
-    out: dict[str, dict[str, float]] = {}
+    return hits
+
+
+def ndcg_per_group(
+    groups: RankingGroups,
+    columns: Sequence[str],
+    sources: Sequence[str],
+    ranker: LearnedRanker | None = None,
+    *,
+    k: int = 10,
+) -> dict[str, FloatArray]:
+    """NDCG@k of every group, per method (for paired comparisons)."""
+    hits = _hits(groups, columns, sources, ranker, k)
+    return {m: ndcg_at_k(h, groups.n_relevant, k) for m, h in hits.items()}
+
+
+def evaluate(
+    groups: RankingGroups,
+    columns: Sequence[str],
+    sources: Sequence[str],
+    ranker: LearnedRanker | None = None,
+    *,
+    k: int = 10,
+) -> dict[str, dict[str, float]]:
+    """NDCG@k / HR@k / Recall@k of every single source, the blend and the ranker."""
+    hits = _hits(groups, columns, sources, ranker, k)
     n_rel = groups.n_relevant
-    for m in methods:
+    out: dict[str, dict[str, float]] = {}
+    for m, h in hits.items():
         if not len(groups):
             out[m] = {f"ndcg@{k}": 0.0, f"hr@{k}": 0.0, f"recall@{k}": 0.0}
             continue
         out[m] = {
-            f"ndcg@{k}": round(float(ndcg_at_k(hits[m], n_rel, k).mean()), 4),
-            f"hr@{k}": round(float(hit_rate_at_k(hits[m], k).mean()), 4),
-            f"recall@{k}": round(float(recall_at_k(hits[m], n_rel, k).mean()), 4),
+            f"ndcg@{k}": round(float(ndcg_at_k(h, n_rel, k).mean()), 4),
+            f"hr@{k}": round(float(hit_rate_at_k(h, k).mean()), 4),
+            f"recall@{k}": round(float(recall_at_k(h, n_rel, k).mean()), 4),
         }
     return out
 
@@ -524,6 +550,9 @@ def summary(metrics: Mapping[str, Mapping[str, float]], k: int = 10) -> dict[str
 
 #: ``train_bundle`` trains a ranker on its own (``ranker=None``) from this many item events.
 MIN_EVENTS = 20_000
+#: The split ``attach_ranker`` uses by default: fewer groups than the benchmark's, so
+#: that ``shopcast train`` stays within a few minutes on two cores.
+TRAIN_SPLIT = SplitConfig(max_groups=(1500, 500, 1000))
 
 
 def attach_ranker(
@@ -555,7 +584,9 @@ def attach_ranker(
     else:
         started = time.perf_counter()
         report("ranker: build ranking groups")
-        dataset = build_dataset(frame, items, users, settings, split, progress=report)
+        dataset = build_dataset(
+            frame, items, users, settings, split or TRAIN_SPLIT, progress=report
+        )
         report("ranker: fit LambdaRank")
         model = train_ranker(dataset)
         test = evaluate(dataset.windows["test"], dataset.columns, dataset.sources, model)
@@ -588,6 +619,7 @@ __all__ = [
     "by_scene",
     "evaluate",
     "feature_columns",
+    "ndcg_per_group",
     "summary",
     "train_ranker",
 ]
