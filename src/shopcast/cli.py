@@ -183,11 +183,21 @@ def train(
             show_default=False,
         ),
     ] = None,
+    embedding: Annotated[
+        bool | None,
+        typer.Option(
+            "--embedding/--no-embedding",
+            help="Also fit the hybrid two-tower model (default: training.embedding)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Fit every model on the event log and make the result the CURRENT model."""
     settings = settings_for(db)
     if sequence is not None:
         settings.training.sequence = sequence
+    if embedding is not None:
+        settings.training.embedding = embedding
     version = _train(settings)
     console.print(f"model [bold]{version}[/] is CURRENT in {settings.model_dir}")
 

@@ -141,6 +141,11 @@ class TrainingSettings(BaseModel):
     sequence_max_seconds: float = Field(900.0, gt=0, description="Training time budget")
     sequence_dropout: float = Field(0.5, ge=0, lt=1)
     sequence_lr: float = Field(1e-3, gt=0)
+    embedding: bool = Field(
+        False, description="Fit the hybrid two-tower model (serves 'embedding' via an ANN index)"
+    )
+    embedding_dim: int = Field(48, ge=4, le=1024)
+    embedding_epochs: int = Field(20, ge=1, le=1000)
     seed: int = 0
 
 

@@ -1392,6 +1392,18 @@ class HybridRanker(_Hybrid):
         bag = self._with_ids(self.user_static_, rows, ids).join(beh)
         return self._tower_rows(self.net_, True, bag, ids)
 
+    def query_vectors(self, contexts: Sequence[Context]) -> FloatArray:
+        """Vectors whose inner product with ``item_vectors()`` rows are the items' logits
+        (for maximum-inner-product search in an ANN index)."""
+        require_fitted(self, "net_")
+        zu = self._context_rows(contexts)
+        return np.hstack([zu[:, :-1], np.ones((zu.shape[0], 1))]).astype(np.float64)
+
+    def item_vectors(self) -> FloatArray:
+        """One row per fitted item: the item tower output with the item bias last."""
+        require_fitted(self, "net_")
+        return np.ascontiguousarray(self.Zi_[: self.n_items_], dtype=np.float64)
+
     def _log_probs(self, zu: FloatArray, rows: IntArray | None = None) -> FloatArray:
         """Log softmax over the fitted items of each user row ``zu``; with ``rows``, the
         log probabilities of those item rows (any row, same normalizer) instead."""

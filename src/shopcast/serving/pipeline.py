@@ -52,6 +52,7 @@ from shopcast.serving.sources import (
     CategoryPopularSource,
     ContentNeighbours,
     CovisitSource,
+    EmbeddingSource,
     ModelSource,
     NewArrivalsSource,
     PopularSource,
@@ -70,6 +71,7 @@ SCENES: dict[str, dict[str, float]] = {
     "home": {
         "covisit": 1.0,
         "sequence": 0.8,
+        "embedding": 0.7,
         "buy_again": 0.6,
         "new_arrivals": 0.08,
         "category_popular": 0.15,
@@ -78,6 +80,7 @@ SCENES: dict[str, dict[str, float]] = {
     "product_page": {
         "covisit": 1.0,
         "sequence": 0.5,
+        "embedding": 0.3,
         "bought_together": 0.5,
         "category_popular": 0.3,
         "new_arrivals": 0.15,
@@ -138,6 +141,7 @@ class RecommendPipeline:
                 BuyAgainSource(),
                 NewArrivalsSource(bundle, catalog, content, new_arrival_days),
                 ModelSource(bundle, "sequence"),
+                EmbeddingSource(bundle, "embedding"),
             )
         }
         self.rules: list[Rule] = [
@@ -334,6 +338,8 @@ class RecommendPipeline:
                     if latest >= 0
                     else "picked for you"
                 )
+            elif source == "embedding":
+                reason = "matches your taste" if basis.size else "picked for you"
             elif source == "new_arrivals":
                 reason = "new arrival like what you viewed" if basis.size else "new arrival"
             elif source == "buy_again":

@@ -10,14 +10,15 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from shopcast.models import CoVisitation
 from shopcast.models._base import BatchScorer, Context, FloatArray, IntArray
+from shopcast.serving.ann import VectorIndex
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.training.bundle import ModelBundle
 
@@ -149,6 +150,45 @@ class ModelSource:
         top = np.argpartition(-scores, n - 1)[:n]
         top = top[scores[top] > 0]
         return Candidates(top.astype(np.int64), scores[top].astype(np.float64))
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A model exposing two towers for maximum-inner-product search (the hybrid model)."""
+
+    def query_vectors(self, contexts: Sequence[Context]) -> FloatArray: ...
+
+    def item_vectors(self) -> FloatArray: ...
+
+
+class EmbeddingSource:
+    """Nearest items to the shopper's embedding (user tower: id, profile, behaviour,
+    live session) in an inner-product index over the item tower (``ann.py``).
+
+    Scores are ``exp(logit - best logit)``: 1 for the best item, in (0, 1] below.
+    """
+
+    def __init__(self, bundle: ModelBundle, role: str = "embedding", **index: Any) -> None:
+        self.bundle = bundle
+        self.name = role
+        self.index_options = index
+        self._index: tuple[int, VectorIndex] | None = None
+
+    def _index_for(self, model: Embedder) -> VectorIndex:
+        if self._index is None or self._index[0] != id(model):
+            self._index = (id(model), VectorIndex(model.item_vectors(), **self.index_options))
+        return self._index[1]
+
+    def __call__(self, shopper: Shopper, request: RecommendRequest, n: int) -> Candidates:
+        model = self.bundle.models.get(self.name)
+        if not isinstance(model, Embedder):
+            return Candidates.empty()
+        index = self._index_for(model)
+        query = model.query_vectors([anchored_context(shopper)])[0]
+        items, logits = index.search(query, n)
+        if not items.size:
+            return Candidates.empty()
+        return Candidates(items, np.exp(logits - logits.max()))
 
 
 class PopularSource:

@@ -33,6 +33,8 @@ from shopcast.models import (
     Vocabulary,
     model_class,
 )
+from shopcast.models._hybrid_side import SideFeatures
+from shopcast.models.hybrid import HybridRanker
 from shopcast.storage import Store
 from shopcast.training.registry import ModelRegistry
 
@@ -116,9 +118,25 @@ def make_models(cfg: RecommendSettings) -> dict[str, Recommender]:
     }
 
 
-def optional_models(training: TrainingSettings) -> dict[str, Recommender]:
-    """The opt-in models of ``[training]`` (slow to fit), by role."""
+def optional_models(
+    training: TrainingSettings, store: Store | None = None
+) -> dict[str, Recommender]:
+    """The opt-in models of ``[training]`` (slow to fit), by role.
+
+    ``embedding`` is the hybrid two-tower model; its side features (category, brand,
+    price, title text; demographics) come from the store's catalog and user records.
+    """
     out: dict[str, Recommender] = {}
+    if training.embedding:
+        side = None
+        if store is not None:
+            side = SideFeatures.from_records(store.items.scan(), store.users.scan())
+        out["embedding"] = HybridRanker(
+            dim=training.embedding_dim,
+            epochs=training.embedding_epochs,
+            seed=training.seed,
+            side=side,
+        )
     if training.sequence:
         out["sequence"] = SASRec(
             hidden=training.sequence_hidden,
@@ -156,7 +174,7 @@ def train_bundle(
     trained_until = int(frame.select(pl.col("seq").max()).item() or 0) if frame.height else 0
     data = Interactions.from_frame(frame, items=items)
     personal = _without_declined(store, frame, data)
-    models = {**make_models(cfg), **optional_models(training or TrainingSettings())}
+    models = {**make_models(cfg), **optional_models(training or TrainingSettings(), store)}
     for role, model in models.items():
         report(f"fit {role}")
         model.fit(data if role in AGGREGATE_ROLES else personal)
