@@ -90,6 +90,9 @@ class RecommendSettings(BaseModel):
     online_learning: bool = Field(
         True, description="Models learn from every ingested event (off: frozen batch model)"
     )
+    source_timeout_ms: float = Field(
+        50.0, gt=0, description="Model-backed candidate sources slower than this are skipped"
+    )
     new_arrival_days: float = Field(
         30.0, gt=0, description="Items created within this many days are new arrivals"
     )

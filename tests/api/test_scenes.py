@@ -5,6 +5,7 @@ All data here is SYNTHETIC, built so that each expected answer can be read off.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from shopcast.api import create_app
 from shopcast.config import Boost, Campaign, MerchandisingSettings, Pin, Settings
+from shopcast.serving.sources import Candidates
 
 NOW = time.time()
 DAY = 86_400.0
@@ -224,3 +226,28 @@ def test_new_arrivals_are_recommended_before_any_interaction(shop: TestClient) -
     assert found[0]["reason"] == "new arrival like what you viewed"
     page = shop.get("/v1/users/explorer/recommendations?scene=product_page&item=tent&k=8")
     assert "tent2" in _ids(page)
+
+
+def test_a_slow_model_source_is_skipped_not_waited_for(
+    shop: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = shop.app.state.engine.pipeline  # type: ignore[attr-defined]
+    release, finished = threading.Event(), threading.Event()
+
+    class Slow:
+        name = "sequence"
+        heavy = True
+
+        def __call__(self, *_: object) -> Candidates:
+            release.wait(timeout=30)  # blocks until the response is already out
+            finished.set()
+            return Candidates.empty()
+
+    monkeypatch.setattr(pipeline, "_has_model", lambda role: True)
+    monkeypatch.setitem(pipeline.sources, "sequence", Slow())
+    monkeypatch.setattr(pipeline, "source_timeout_s", 0.05)
+    r = shop.get("/v1/users/c1/recommendations?k=3")
+    assert not finished.is_set()  # answered while the slow source was still running
+    release.set()
+    assert r.status_code == 200 and r.json()["degraded"] == ["sequence"]
+    assert len(r.json()["items"]) == 3

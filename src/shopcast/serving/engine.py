@@ -143,6 +143,7 @@ class Engine:
             self.settings.merchandising,
             content=self.item_features,
             new_arrival_days=self.settings.recommend.new_arrival_days,
+            source_timeout_s=self.settings.recommend.source_timeout_ms / 1000,
             profiles=self.profiles,
         )
         serving = _Serving(bundle, catalog, Vocabulary(), pipeline)

@@ -22,7 +22,9 @@ request into a 5xx.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -48,6 +50,7 @@ from shopcast.serving.rules import (
 )
 from shopcast.serving.sources import (
     BuyAgainSource,
+    Candidates,
     CandidateSource,
     CategoryPopularSource,
     ContentNeighbours,
@@ -65,6 +68,9 @@ from shopcast.training.bundle import ModelBundle
 __all__ = ["PUBLIC_SCENES", "SCENES", "RecommendPipeline", "RecommendRequest"]
 
 log = logging.getLogger(__name__)
+
+#: Threads that run model-backed candidate sources (numpy/torch release the GIL).
+_WORKERS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="source")
 
 #: Scenes and the sources each one uses, with their blend weights.
 SCENES: dict[str, dict[str, float]] = {
@@ -126,8 +132,10 @@ class RecommendPipeline:
         content: ContentNeighbours | None = None,
         new_arrival_days: float = 30.0,
         profiles: UserStates | None = None,
+        source_timeout_s: float = 0.05,
     ) -> None:
         merch = merchandising or MerchandisingSettings()
+        self.source_timeout_s = source_timeout_s
         self.bundle = bundle
         self.catalog = catalog
         self.sessions = sessions
@@ -248,18 +256,44 @@ class RecommendPipeline:
     def candidates(
         self, shopper: Shopper, request: RecommendRequest, degraded: list[str]
     ) -> dict[str, Ranked]:
+        """Every source of the scene; model-backed ("heavy") sources run on worker threads
+        under ``source_timeout_s``, so a slow model is skipped (named in ``degraded``)
+        instead of holding the request, while the cheap sources run inline."""
         n = request.k + len(shopper.purchases) + len(shopper.shown) + HEADROOM
-        out: dict[str, Ranked] = {}
-        for name in SCENES[request.scene]:
+        names = [name for name in SCENES[request.scene] if name in self.sources]
+        degraded.extend(name for name in SCENES[request.scene] if name not in self.sources)
+        heavy = {
+            name: _WORKERS.submit(self.sources[name], shopper, request, n)
+            for name in names
+            if getattr(self.sources[name], "heavy", False) and self._has_model(name)
+        }
+        found: dict[str, Candidates] = {}
+        for name in names:
+            if name in heavy or getattr(self.sources[name], "heavy", False):
+                continue
             try:
-                found = self.sources[name](shopper, request, n)
+                found[name] = self.sources[name](shopper, request, n)
             except Exception:
                 log.exception("candidate source %s failed", name)
                 degraded.append(name)
-                continue
-            if found.items.size:
-                out[name] = Ranked(found.items, found.scores, [name] * found.items.size)
-        return out
+        deadline = time.perf_counter() + self.source_timeout_s
+        for name, future in heavy.items():
+            try:
+                found[name] = future.result(timeout=max(0.0, deadline - time.perf_counter()))
+            except concurrent.futures.TimeoutError:
+                log.warning("candidate source %s timed out; skipped", name)
+                degraded.append(name)
+            except Exception:
+                log.exception("candidate source %s failed", name)
+                degraded.append(name)
+        return {
+            name: Ranked(c.items, c.scores, [name] * c.items.size)
+            for name in names
+            if (c := found.get(name)) is not None and c.items.size
+        }
+
+    def _has_model(self, role: str) -> bool:
+        return role in self.bundle.models
 
     def rank(
         self,

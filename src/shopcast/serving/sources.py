@@ -129,6 +129,8 @@ class ModelSource:
     (``BatchScorer``), e.g. the sequence model on the live session. Items of the
     context itself are left out (the model predicts what comes *next*)."""
 
+    heavy = True  # runs on a worker thread under the pipeline's source timeout
+
     def __init__(self, bundle: ModelBundle, role: str, *, needs_session: bool = True) -> None:
         self.bundle = bundle
         self.name = role
@@ -167,6 +169,8 @@ class EmbeddingSource:
 
     Scores are ``exp(logit - best logit)``: 1 for the best item, in (0, 1] below.
     """
+
+    heavy = True  # runs on a worker thread under the pipeline's source timeout
 
     def __init__(self, bundle: ModelBundle, role: str = "embedding", **index: Any) -> None:
         self.bundle = bundle
