@@ -915,17 +915,19 @@ class Targeter:
         candidates = np.flatnonzero(score > 0)
         chosen = candidates[np.lexsort((candidates, -score[candidates]))][: query.limit]
         reasons = self._reasons(target, chosen, contrib[:, chosen], relations or {}, now)
-        stages = self.lifecycle(now)[chosen]
+        stages = self.lifecycle(now)[chosen].tolist()
+        scores = np.round(score[chosen], 6).tolist()
+        terms = np.round(contrib[:, chosen], 6).T.tolist()
         users = [
             TargetedUser.model_construct(  # trusted values: no validation (up to 10,000)
-                user_id=self.users_.id(int(u)),
-                score=round(float(score[u]), 6),
-                reason=reason,
-                signals={s: round(float(contrib[k, u]), 6) for k, s in enumerate(SIGNALS)},
-                lifecycle=LIFECYCLES[int(stage)],
-                region=self._region[int(u)],
+                user_id=self.users_.id(u),
+                score=scores[j],
+                reason=reasons[j],
+                signals=dict(zip(SIGNALS, terms[j], strict=True)),
+                lifecycle=LIFECYCLES[stages[j]],
+                region=self._region[u],
             )
-            for u, reason, stage in zip(chosen.tolist(), reasons, stages.tolist(), strict=True)
+            for j, u in enumerate(chosen.tolist())
         ]
         return TargetingResult(
             target=self._summary(target),
@@ -981,7 +983,9 @@ class Targeter:
 
         def strongest(vector: FloatArray) -> tuple[IntArray, list[str]]:
             """The item of each row adding most to ``rows @ vector``, with its verb."""
-            top = _row_argmax(rows.multiply(vector[None, :]))
+            weighted = sp.csr_array(rows.multiply(vector[None, :]))
+            weighted.eliminate_zeros()
+            top = _row_argmax(weighted)
             col = np.maximum(top, 0)
             b, a = bought[pos, col], carted[pos, col]
             verbs = [
