@@ -828,8 +828,53 @@ class HybridRating(_Hybrid):
     user_hist_: _Hist
     item_hist_: _Hist
 
-    def __init__(self, *, edge_dropout: float = 0.2, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        edge_dropout: float = 0.2,
+        dim: int = 48,
+        hidden: int = 128,
+        layers: int = 1,
+        dropout: float = 0.5,
+        id_dropout: float = 0.1,
+        init_std: float = 0.01,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 2048,
+        epochs: int = 40,
+        patience: int = 3,
+        holdout: float = 0.05,
+        refit: bool = True,
+        min_token_count: int = 1,
+        text_terms: int = 2000,
+        seed: int = 0,
+        threads: int = 2,
+        side: SideFeatures | None = None,
+        item_tokens: Mapping[str, Sequence[str]] | None = None,
+        user_tokens: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        super().__init__(
+            dim=dim,
+            hidden=hidden,
+            layers=layers,
+            dropout=dropout,
+            id_dropout=id_dropout,
+            init_std=init_std,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            epochs=epochs,
+            patience=patience,
+            holdout=holdout,
+            refit=refit,
+            min_token_count=min_token_count,
+            text_terms=text_terms,
+            seed=seed,
+            threads=threads,
+            side=side,
+            item_tokens=item_tokens,
+            user_tokens=user_tokens,
+        )
         if not 0 <= edge_dropout < 1:
             raise ConfigError(f"edge_dropout must be in [0, 1), got {edge_dropout}")
         self.edge_dropout = edge_dropout
@@ -1026,6 +1071,17 @@ class _Events:
         out[order] = self.ts[order][first][group]
         return out
 
+    def until(self, positions: IntArray, times: FloatArray) -> IntArray:
+        """For events at ``positions``, the position of their subject's first event at or
+        after ``times`` (events of one subject are sorted by time)."""
+        if not self.ts.size:
+            return positions.copy()
+        t0 = float(self.ts.min())
+        span = float(self.ts.max()) - t0 + 1.0
+        keys = self.subject * span + (self.ts - t0)
+        want = self.subject[positions] * span + np.clip(times - t0, 0.0, span - 0.5)
+        return np.searchsorted(keys, want, side="left").astype(np.int64)
+
     def before(self, subjects: IntArray, cut: float) -> IntArray:
         """Per subject, the position of its first event at or after ``cut``."""
         early = np.bincount(self.subject[self.ts < cut], minlength=self.offsets.shape[0] - 1)
@@ -1072,6 +1128,19 @@ class _RankPhase:
         t_pos = np.flatnonzero(is_target)
         groups, t_group = np.unique(group_start[t_pos], return_inverse=True)
         counts = np.bincount(t_group.reshape(-1), minlength=groups.shape[0])
+        target_item = ev.item[t_pos]
+        if model.horizon_days is not None:  # targets: everything new until the horizon
+            groups = np.flatnonzero(new_group & before)
+            until = np.minimum(ev.ts[groups] + model.horizon_days * SECONDS_PER_DAY, cut)
+            pos, offsets = _ranges(groups, ev.until(groups, until))
+            keep = is_target[pos]
+            rows = _rows_of(offsets)[keep]
+            target_item = ev.item[pos[keep]]
+            if not model.new_items_only:  # each item once per row
+                key = np.unique(rows * (model.n_items_ + 1) + target_item)
+                rows, target_item = key // (model.n_items_ + 1), key % (model.n_items_ + 1)
+            counts = np.bincount(rows, minlength=groups.shape[0])
+            groups, counts = groups[counts > 0], counts[counts > 0]
         subject = ev.subject[groups]
         now = ev.ts[groups]
         row_weight = np.ones(groups.shape[0])
@@ -1089,7 +1158,7 @@ class _RankPhase:
             groups,
             now,
             row_weight,
-            ev.item[t_pos],
+            target_item,
             np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
             model._user_ids(np.bincount(ev.subject[before], minlength=n_user_rows) > 0),
             model._item_ids(np.bincount(ev.item[before], minlength=n_item_rows) > 0),
@@ -1258,6 +1327,7 @@ class HybridRanker(_Hybrid):
         "max_history",
         "half_life_days",
         "recency_half_life_days",
+        "horizon_days",
         "new_items_only",
         "event_weights",
         "val_users",
@@ -1281,15 +1351,53 @@ class HybridRanker(_Hybrid):
         max_history: int = 200,
         half_life_days: float | None = 90.0,
         recency_half_life_days: float | None = None,
+        horizon_days: float | None = None,
         new_items_only: bool = True,
         event_weights: Mapping[str, float] | None = None,
         val_users: int = 5000,
-        batch_size: int = 256,
-        holdout: float = 0.1,
+        dim: int = 48,
+        hidden: int = 128,
+        layers: int = 1,
         dropout: float = 0.2,
-        **kwargs: Any,
+        id_dropout: float = 0.1,
+        init_std: float = 0.01,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 256,
+        epochs: int = 40,
+        patience: int = 3,
+        holdout: float = 0.1,
+        refit: bool = True,
+        min_token_count: int = 1,
+        text_terms: int = 2000,
+        seed: int = 0,
+        threads: int = 2,
+        side: SideFeatures | None = None,
+        item_tokens: Mapping[str, Sequence[str]] | None = None,
+        user_tokens: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, holdout=holdout, dropout=dropout, **kwargs)
+        super().__init__(
+            dim=dim,
+            hidden=hidden,
+            layers=layers,
+            dropout=dropout,
+            id_dropout=id_dropout,
+            init_std=init_std,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            epochs=epochs,
+            patience=patience,
+            holdout=holdout,
+            refit=refit,
+            min_token_count=min_token_count,
+            text_terms=text_terms,
+            seed=seed,
+            threads=threads,
+            side=side,
+            item_tokens=item_tokens,
+            user_tokens=user_tokens,
+        )
         if negatives < 0:
             raise ConfigError(f"negatives must be >= 0, got {negatives}")
         if max_history < 1 or val_users < 1:
@@ -1297,6 +1405,7 @@ class HybridRanker(_Hybrid):
         for label, days in (
             ("half_life_days", half_life_days),
             ("recency_half_life_days", recency_half_life_days),
+            ("horizon_days", horizon_days),
         ):
             if days is not None:
                 check_positive(label, days)
@@ -1304,6 +1413,7 @@ class HybridRanker(_Hybrid):
         self.max_history = max_history
         self.half_life_days = half_life_days
         self.recency_half_life_days = recency_half_life_days
+        self.horizon_days = horizon_days
         self.new_items_only = new_items_only
         self.event_weights = resolve_event_weights(event_weights)
         self.val_users = val_users
