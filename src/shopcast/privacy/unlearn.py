@@ -27,6 +27,14 @@ class Unlearner(Protocol):
     def unlearn(self, data: Interactions) -> None: ...
 
 
+@runtime_checkable
+class Forgetter(Protocol):
+    """A model with per-user state (embeddings) that can drop it for some subjects
+    (``u:<id>``): they are then scored as unknown users until the retrain."""
+
+    def forget(self, subjects: Sequence[str]) -> int: ...
+
+
 def events_data(events: Sequence[Event], subjects: Vocabulary, items: Vocabulary) -> Interactions:
     """Interactions over existing vocabularies (unknown ids become -1; nothing is added)."""
     evs = [e for e in events if e.item_id is not None]
@@ -57,8 +65,9 @@ def unlearn_bundle(
     ``fitted_until``: the training cut (rows at or below it were fitted); ``online``
     False: the bundle learned nothing after it (a saved bundle). ``roles``: only these
     (e.g. the aggregate ones for a user who declined personalization: the others never
-    saw the events). Outcomes: ``unlearned``, ``retrain`` (the model cannot unlearn),
-    ``not_learned`` (a role outside ``roles``).
+    saw the events). Outcomes: ``unlearned``; ``forgotten`` (a ``Forgetter``: the users'
+    embeddings are dropped at once, the rest waits for the retrain); ``retrain`` (the
+    model can do neither); ``not_learned`` (a role outside ``roles``).
     """
     fitted = [e for seq, e in rows if seq <= fitted_until]
     later = [e for seq, e in rows if seq > fitted_until] if online else []
@@ -70,6 +79,9 @@ def unlearn_bundle(
             for part in (fitted, later):
                 model.unlearn(events_data(part, subjects, bundle.items))
             out[role] = "unlearned"
+        elif isinstance(model, Forgetter):
+            model.forget(sorted({e.subject for _, e in rows if e.user_id is not None}))
+            out[role] = "forgotten"
         else:
             out[role] = "retrain"
     return out
