@@ -42,6 +42,8 @@ class Spec:
     k: int = 10
     seed: int = 0
     run_id: str = "p1"
+    #: Open loop: how long to wait for the last answers after the last send.
+    drain_s: float = 30.0
     host: str = "127.0.0.1"
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -49,6 +51,8 @@ class Spec:
 @dataclass
 class Tally:
     latencies: dict[str, list[float]] = field(default_factory=dict)
+    #: Measured requests still unanswered when the phase gave up on them.
+    unanswered: dict[str, int] = field(default_factory=dict)
     status: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     completed_in_window: int = 0
@@ -171,7 +175,7 @@ async def open_loop(spec: Spec) -> dict[str, Any]:
         if measured:
             _record(tally, kind, (done - scheduled) * 1000.0, status)
 
-    tasks: set[asyncio.Task[None]] = set()
+    tasks: dict[asyncio.Task[None], tuple[str, bool]] = {}
     i = 0
     while True:
         scheduled = loop_start + i * interval
@@ -184,14 +188,16 @@ async def open_loop(spec: Spec) -> dict[str, Any]:
             late.append(-delay * 1000.0)
         kind, raw = reqs.next()
         task = asyncio.create_task(one(kind, raw, scheduled))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks[task] = (kind, scheduled >= window[0])
+        task.add_done_callback(tasks.pop)
         i += 1
     if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=30)
+        _, pending = await asyncio.wait(list(tasks), timeout=spec.drain_s)
         for task in pending:
+            kind, measured = tasks[task]
+            if measured:
+                tally.unanswered[kind] = tally.unanswered.get(kind, 0) + 1
             task.cancel()
-        tally.errors += len(pending)
     late.sort()
     return {
         "mode": "open",
@@ -239,6 +245,7 @@ def _summary(tally: Tally) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "latencies_ms": tally.latencies,
+        "unanswered": tally.unanswered,
         "status": tally.status,
         "errors": tally.errors,
         "client_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),

@@ -7,10 +7,10 @@ Retail, and `shopcast serve` started on it in a separate process on loopback.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -155,18 +156,22 @@ def shop_ids(data: Path) -> tuple[list[str], list[str]]:
     return [str(c) for c in customers], [str(i) for i in items if i is not None]
 
 
-def percentiles(samples: Sequence[float]) -> dict[str, float]:
-    """p50/p95/p99/max (ms) of latencies in ms; empty dict for no samples."""
-    if len(samples) < 2:
-        return {"n": len(samples)}
-    qs = statistics.quantiles(samples, n=1000, method="inclusive")
-    return {
-        "n": len(samples),
-        "p50_ms": round(statistics.median(samples), 3),
-        "p95_ms": round(qs[949], 3),
-        "p99_ms": round(qs[989], 3),
-        "max_ms": round(max(samples), 3),
-    }
+def percentiles(samples: Sequence[float], unanswered: int = 0) -> dict[str, Any]:
+    """p50/p95/p99/max (ms, nearest rank) of latencies in ms.
+
+    ``unanswered`` requests (never answered in time: an overloaded server) count as
+    infinitely slow; a percentile they reach is reported as None ("unbounded").
+    """
+    xs = sorted(samples) + [math.inf] * unanswered
+    out: dict[str, Any] = {"n": len(samples)}
+    if unanswered:
+        out["unanswered"] = unanswered
+    if not xs:
+        return out
+    for name, q in (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99), ("max_ms", 1.0)):
+        value = xs[max(math.ceil(q * len(xs)) - 1, 0)]
+        out[name] = None if math.isinf(value) else round(value, 3)
+    return out
 
 
 def machine() -> dict[str, object]:
