@@ -56,6 +56,7 @@ from shopcast.models._common import (
     save_model,
     weight_array,
 )
+from shopcast.privacy.dp import DPConfig, DPReport
 
 if TYPE_CHECKING:
     import torch
@@ -174,6 +175,7 @@ class SASRec:
         seed: int = 0,
         threads: int = 2,
         attributes: ItemAttributes | None = None,
+        dp: DPConfig | Mapping[str, Any] | None = None,
     ) -> None:
         for label, value in (
             ("max_len", max_len),
@@ -234,6 +236,9 @@ class SASRec:
         self.seed = seed
         self.threads = threads
         self.attributes = attributes
+        # Optional DP-SGD training (shopcast.privacy.dp); its report is ``dp_report_``.
+        self.dp = DPConfig.from_json(dp) if isinstance(dp, Mapping) else dp
+        self.dp_report_: DPReport | None = None
 
     def _params(self) -> dict[str, Any]:
         """Constructor arguments as JSON (``attributes`` are saved as learned state)."""
@@ -261,6 +266,7 @@ class SASRec:
             "event_weights": self.event_weights,
             "seed": self.seed,
             "threads": self.threads,
+            "dp": None if self.dp is None else self.dp.to_json(),
         }
 
     # -- fitting ---------------------------------------------------------------------
@@ -278,8 +284,13 @@ class SASRec:
         ``attributes`` (else the constructor's) add attribute embeddings. ``validate``,
         called after each epoch with the model ready to score, returns the metric to
         maximize for early stopping (then nothing is held out). ``progress`` receives
-        each epoch's report.
+        each epoch's report. With ``dp`` set, training is DP-SGD (``fit_private``).
         """
+        if self.dp is not None:
+            from shopcast.privacy.dp import fit_private
+
+            fit_private(self, data, attributes=attributes, progress=progress)
+            return self
         tnet = _torch_net()
         import torch
 
@@ -539,6 +550,7 @@ class SASRec:
                 "best_val": None if math.isnan(self.best_val_) else self.best_val_,
                 "fit_seconds": self.fit_seconds_,
                 "peak_rss_mb": self.peak_rss_mb_,
+                "dp": None if self.dp_report_ is None else self.dp_report_.to_json(),
                 "history": [
                     {
                         k: (None if isinstance(v, float) and math.isnan(v) else v)
@@ -569,6 +581,8 @@ class SASRec:
             model.best_val_ = math.nan if best is None else float(best)
             model.fit_seconds_ = float(state["fit_seconds"])
             model.peak_rss_mb_ = float(state["peak_rss_mb"])
+            dp = state.get("dp")
+            model.dp_report_ = None if dp is None else DPReport.from_json(dp)
             model.history_ = [
                 EpochReport(
                     int(r["epoch"]),
