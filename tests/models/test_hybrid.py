@@ -153,6 +153,24 @@ def test_rating_save_load_keeps_cold_start_scores(
     assert loaded.history_ == model.history_
 
 
+def test_ensemble_averages_its_members(tmp_path: Path) -> None:
+    data, genders, _ = taste_ratings(60)
+    params = FAST | {"epochs": 5, "holdout": 0.0}
+    pair = HybridRating(**params, ensemble=2).fit(data, side=side(genders))
+    first = HybridRating(**params).fit(data, side=side(genders))
+    second = HybridRating(**params | {"seed": 1}).fit(data, side=side(genders))
+    everything = np.arange(N_ITEMS)
+    for user_id in ("p0", "p1", "p7", None):  # r̂ before clipping
+        context = Context(now=T0, user_id=user_id)
+        a, b = first.score(context, everything), second.score(context, everything)
+        np.testing.assert_allclose(pair.score(context, everything), (a + b) / 2, atol=1e-5)
+        assert not np.allclose(a, b)
+    users, items = np.arange(len(data.users)), np.arange(len(data.users)) % N_ITEMS
+    pair.save(tmp_path / "m")
+    loaded = HybridRating.load(tmp_path / "m", data.items)
+    np.testing.assert_array_equal(loaded.predict(users, items), pair.predict(users, items))
+
+
 def test_ranker_new_user_and_new_item_from_features(tmp_path: Path) -> None:
     data, genders = taste_purchases(80)
     genders |= {"newF": "F", "newM": "M"}

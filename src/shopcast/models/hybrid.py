@@ -30,7 +30,10 @@ come from ``fit(side=…)``, the constructor (``side``, or the evaluation harnes
 Training is deterministic under ``seed`` on ``threads`` threads. A share ``holdout`` of
 the training data (random ratings, or the end of the time span) picks the epoch count
 (early stopping with ``patience``); then, with ``refit``, the model is trained again on
-everything for that many epochs. ``progress`` receives each epoch's ``EpochReport``;
+everything for that many epochs. ``ensemble`` > 1 trains that many members (seeds
+``seed``, ``seed + 1``, …; with ``refit`` they share the first member's epoch count)
+and averages their ``<u, v> + b_u + b_i``: cached rows hold the members' factors side
+by side, so scoring costs one inner product. ``progress`` receives each epoch's ``EpochReport``;
 ``fit_seconds_`` and ``peak_rss_mb_`` record wall time and peak memory. Saved as
 ``meta.json`` + ``arrays.npz`` (no pickle).
 """
@@ -160,7 +163,7 @@ class _Hybrid:
     _extra_params: ClassVar[tuple[str, ...]] = ()
     _extra_arrays: ClassVar[tuple[str, ...]] = ()
 
-    net_: HybridNet
+    nets_: list[HybridNet]  # the ensemble's members
     n_items_: int
     n_user_ids_: int
     user_keys_: list[str]
@@ -194,6 +197,7 @@ class _Hybrid:
         batch_size: int = 2048,
         epochs: int = 40,
         patience: int = 3,
+        ensemble: int = 1,
         holdout: float = 0.05,
         refit: bool = True,
         min_token_count: int = 1,
@@ -211,6 +215,7 @@ class _Hybrid:
             ("batch_size", batch_size),
             ("epochs", epochs),
             ("patience", patience),
+            ("ensemble", ensemble),
             ("min_token_count", min_token_count),
             ("threads", threads),
         ):
@@ -238,6 +243,7 @@ class _Hybrid:
         self.batch_size = batch_size
         self.epochs = epochs
         self.patience = patience
+        self.ensemble = ensemble
         self.holdout = holdout
         self.refit = refit
         self.min_token_count = min_token_count
@@ -257,7 +263,7 @@ class _Hybrid:
         """Constructor arguments as JSON (side features are saved as learned state)."""
         names = (
             "dim", "hidden", "layers", "dropout", "id_dropout", "init_std", "lr",
-            "weight_decay", "batch_size", "epochs", "patience", "holdout", "refit",
+            "weight_decay", "batch_size", "epochs", "patience", "ensemble", "holdout", "refit",
             "min_token_count", "text_terms", "seed", "threads", *self._extra_params,
         )  # fmt: skip
         return {n: getattr(self, n) for n in names}
@@ -328,7 +334,7 @@ class _Hybrid:
     def add_features(self, side: SideFeatures) -> None:
         """Make users and items new to the model scorable from ``side``'s features
         (entities the model already has rows for keep theirs)."""
-        require_fitted(self, "net_")
+        require_fitted(self, "nets_")
         known_users = set(self.user_keys_)
         new_users = [u for u in side.users.ids if USER_PREFIX + u not in known_users]
         if new_users:
@@ -376,6 +382,21 @@ class _Hybrid:
                 z = net.users(part, ids[rows]) if users else net.items(part, ids[rows])
                 out[rows] = z.numpy().astype(np.float64)
         return out
+
+    def _member_rows(self, users: bool, bag: FeatureBag, ids: IntArray) -> FloatArray:
+        """Tower outputs of every member, combined (see ``_combine``)."""
+        return self._combine([self._tower_rows(n, users, bag, ids) for n in self.nets_], users)
+
+    def _combine(self, parts: list[FloatArray], users: bool) -> FloatArray:
+        """Member outputs as one row each: factors side by side (the user side divided by
+        the member count) and the biases averaged, so that inner products of combined
+        rows are the members' mean ``<u, v> + b_u + b_i``."""
+        k = len(parts)
+        if k == 1:
+            return parts[0]
+        factors = [p[:, :-1] / (k if users else 1) for p in parts]
+        bias = np.mean([p[:, -1] for p in parts], axis=0)
+        return np.hstack([*factors, bias[:, None]])
 
     def _item_ids(self, trained: Any) -> IntArray:
         return _id_columns(trained, self.n_items_)
@@ -431,13 +452,14 @@ class _Hybrid:
         t0: float,
         *,
         validate: bool,
+        seed: int,
     ) -> tuple[HybridNet, int, float]:
         """Train a fresh network for up to ``epochs``; with ``validate``, stop early and
         keep the best epoch's weights. Returns ``(net, best_epoch, best_val)``."""
         import torch
 
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
         net = self._build_net(tnet)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         best_val, best_epoch, waited = math.nan, epochs, 0
@@ -482,18 +504,26 @@ class _Hybrid:
         self.history_ = []
         self.best_epoch_, self.best_val_ = self.epochs, math.nan
         threads = self.threads if final.size >= SMALL_DATA else 1
+        nets: list[HybridNet] = []
         with tnet.seeded(self.seed, threads):
-            if holdout is not None and holdout.size:
-                net, self.best_epoch_, self.best_val_ = self._run(
-                    tnet, holdout, self.epochs, progress, t0, validate=True
-                )
-                if self.refit:
-                    net, _, _ = self._run(
-                        tnet, final, self.best_epoch_, progress, t0, validate=False
+            for member in range(self.ensemble):
+                seed = self.seed + member
+                if holdout is not None and holdout.size and (member == 0 or not self.refit):
+                    net, best_epoch, best_val = self._run(
+                        tnet, holdout, self.epochs, progress, t0, validate=True, seed=seed
                     )
-            else:
-                net, _, _ = self._run(tnet, final, self.epochs, progress, t0, validate=False)
-            self.net_ = net
+                    if member == 0:
+                        self.best_epoch_, self.best_val_ = best_epoch, best_val
+                if holdout is None or not holdout.size:
+                    net, _, _ = self._run(
+                        tnet, final, self.epochs, progress, t0, validate=False, seed=seed
+                    )
+                elif self.refit:
+                    net, _, _ = self._run(
+                        tnet, final, self.best_epoch_, progress, t0, validate=False, seed=seed
+                    )
+                nets.append(net)
+            self.nets_ = nets
             self._refresh()
         self.fit_seconds_ = time.perf_counter() - t0
         self.peak_rss_mb_ = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -522,7 +552,7 @@ class _Hybrid:
 
     def _arrays(self) -> dict[str, np.ndarray[Any, Any]]:
         out: dict[str, np.ndarray[Any, Any]] = {
-            "weights": _net().state_vector(self.net_),
+            "weights": np.stack([_net().state_vector(n) for n in self.nets_]),
             "user_keys": np.asarray(self.user_keys_, dtype=np.str_),
             "item_extra_keys": np.asarray(self.item_extra_keys_, dtype=np.str_),
             "user_trained": np.asarray(self.user_trained_, dtype=np.bool_),
@@ -565,7 +595,7 @@ class _Hybrid:
         """Read back ``_extra_state`` and ``_extra_arrays_out``."""
 
     def save(self, path: Path) -> None:
-        require_fitted(self, "net_")
+        require_fitted(self, "nets_")
         save_model(
             path,
             self,  # type: ignore[arg-type]
@@ -611,12 +641,18 @@ class _Hybrid:
             model.user_enc_ = TableEncoder.from_arrays(arrays, "user_enc_", **params)
             model.item_enc_ = TableEncoder.from_arrays(arrays, "item_enc_", **params)
             model._restore_extra(state, arrays)
-            net = model._build_net(tnet)
-            tnet.load_state_vector(net, arrays["weights"].astype(np.float32))
+            weights = arrays["weights"].astype(np.float32)
+            if weights.ndim != 2 or weights.shape[0] != model.ensemble:
+                raise ValueError(f"weights of shape {weights.shape} for {model.ensemble} members")
+            nets = []
+            for vector in weights:
+                net = model._build_net(tnet)
+                tnet.load_state_vector(net, vector)
+                net.eval()
+                nets.append(net)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelError(f"{path} has bad metadata: {exc}") from None
-        net.eval()
-        model.net_ = net
+        model.nets_ = nets
         model._refresh()
         return model
 
@@ -843,6 +879,7 @@ class HybridRating(_Hybrid):
         batch_size: int = 2048,
         epochs: int = 40,
         patience: int = 3,
+        ensemble: int = 1,
         holdout: float = 0.05,
         refit: bool = True,
         min_token_count: int = 1,
@@ -865,6 +902,7 @@ class HybridRating(_Hybrid):
             batch_size=batch_size,
             epochs=epochs,
             patience=patience,
+            ensemble=ensemble,
             holdout=holdout,
             refit=refit,
             min_token_count=min_token_count,
@@ -950,15 +988,18 @@ class HybridRating(_Hybrid):
     # -- inference ---------------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        self.Zu_ = self._all_rows(
-            self.net_, True, self.user_hist_, self._user_ids(self.user_trained_)
+        user_ids = self._user_ids(self.user_trained_)
+        item_ids = self._item_ids(self.item_trained_)
+        members = self.nets_
+        self.Zu_ = self._combine(
+            [self._all_rows(n, True, self.user_hist_, user_ids) for n in members], True
         )
-        self.Zi_ = self._all_rows(
-            self.net_, False, self.item_hist_, self._item_ids(self.item_trained_)
+        self.Zi_ = self._combine(
+            [self._all_rows(n, False, self.item_hist_, item_ids) for n in members], False
         )
         unknown = np.array([self.n_user_ids_])
         bag = FeatureBag(unknown, np.ones(1), np.array([0, 1]))
-        self.z_unknown_ = self._tower_rows(self.net_, True, bag, unknown)[0]
+        self.z_unknown_ = self._member_rows(True, bag, unknown)[0]
 
     def _user_rows(self, user: IntArray) -> FloatArray:
         u = np.asarray(user, dtype=np.int64)
@@ -970,17 +1011,17 @@ class HybridRating(_Hybrid):
     def predict(self, user: IntArray, item: IntArray) -> FloatArray:
         """Ratings of (user, item) index pairs, clipped to the training range; an
         unknown user is the unknown row, an unknown item adds nothing to ``μ + b_u``."""
-        require_fitted(self, "net_")
+        require_fitted(self, "nets_")
         zu = self._user_rows(user)
         rows = self._candidate_rows(np.asarray(item, dtype=np.int64))
-        zi = np.zeros((rows.shape[0], self.dim + 1))
+        zi = np.zeros((rows.shape[0], self.Zi_.shape[1]))
         known = rows >= 0
         zi[known] = self.Zi_[rows[known]]
         pred = self.mu_ + (zu[:, :-1] * zi[:, :-1]).sum(1) + zu[:, -1] + zi[:, -1]
         return np.asarray(np.clip(pred, self.r_min_, self.r_max_), dtype=np.float64)
 
     def score(self, context: Context, candidates: IntArray) -> FloatArray:
-        require_fitted(self, "net_")
+        require_fitted(self, "nets_")
         row = self._subject_row(context)
         z = self.Zu_[row] if row >= 0 else self.z_unknown_
         rows = self._candidate_rows(np.asarray(candidates, dtype=np.int64))
@@ -993,7 +1034,7 @@ class HybridRating(_Hybrid):
         return out
 
     def score_all(self, contexts: Sequence[Context]) -> FloatArray:
-        require_fitted(self, "net_")
+        require_fitted(self, "nets_")
         everything = np.arange(self.n_items_, dtype=np.int64)
         if not contexts:
             return np.empty((0, self.n_items_), dtype=np.float64)
@@ -1366,6 +1407,7 @@ class HybridRanker(_Hybrid):
         batch_size: int = 256,
         epochs: int = 40,
         patience: int = 3,
+        ensemble: int = 1,
         holdout: float = 0.1,
         refit: bool = True,
         min_token_count: int = 1,
@@ -1388,6 +1430,7 @@ class HybridRanker(_Hybrid):
             batch_size=batch_size,
             epochs=epochs,
             patience=patience,
+            ensemble=ensemble,
             holdout=holdout,
             refit=refit,
             min_token_count=min_token_count,
@@ -1463,7 +1506,7 @@ class HybridRanker(_Hybrid):
         rows = np.arange(self.item_static_.rows)
         ids = self._item_ids(self.item_trained_)
         bag = self._with_ids(self.item_static_, rows, ids)
-        self.Zi_ = self._tower_rows(self.net_, False, bag, ids)
+        self.Zi_ = self._member_rows(False, bag, ids)
 
     def _context_rows(self, contexts: Sequence[Context]) -> FloatArray:
         """User tower outputs of the contexts."""
@@ -1500,18 +1543,18 @@ class HybridRanker(_Hybrid):
         trained[ok] = self.user_trained_[rows[ok]]
         ids = np.where(trained & (rows < self.n_user_ids_), rows, self.n_user_ids_)
         bag = self._with_ids(self.user_static_, rows, ids).join(beh)
-        return self._tower_rows(self.net_, True, bag, ids)
+        return self._member_rows(True, bag, ids)
 
     def query_vectors(self, contexts: Sequence[Context]) -> FloatArray:
         """Vectors whose inner product with ``item_vectors()`` rows are the items' logits
         (for maximum-inner-product search in an ANN index)."""
-        require_fitted(self, "net_")
+        require_fitted(self, "nets_")
         zu = self._context_rows(contexts)
         return np.hstack([zu[:, :-1], np.ones((zu.shape[0], 1))]).astype(np.float64)
 
     def item_vectors(self) -> FloatArray:
         """One row per fitted item: the item tower output with the item bias last."""
-        require_fitted(self, "net_")
+        require_fitted(self, "nets_")
         return np.ascontiguousarray(self.Zi_[: self.n_items_], dtype=np.float64)
 
     def _log_probs(self, zu: FloatArray, rows: IntArray | None = None) -> FloatArray:
@@ -1527,7 +1570,7 @@ class HybridRanker(_Hybrid):
         return np.asarray(logits - norm, dtype=np.float64)
 
     def score(self, context: Context, candidates: IntArray) -> FloatArray:
-        require_fitted(self, "net_")
+        require_fitted(self, "nets_")
         cand = np.asarray(candidates, dtype=np.int64)
         out = np.zeros(cand.shape[0], dtype=np.float64)
         rows = self._candidate_rows(cand)
@@ -1539,7 +1582,7 @@ class HybridRanker(_Hybrid):
         return out
 
     def score_all(self, contexts: Sequence[Context]) -> FloatArray:
-        require_fitted(self, "net_")
+        require_fitted(self, "nets_")
         if not contexts:
             return np.empty((0, self.n_items_), dtype=np.float64)
         parts = [
