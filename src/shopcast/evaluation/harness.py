@@ -489,9 +489,10 @@ def tune(
     best: tuple[float, dict[str, Any]] | None = None
     with tracker.task(f"tuning {entry.name}", len(points)) as advance:
         for params in points:
-            model, _ = fit_measured(entry.make(params), fit_data)
+            model, stats = fit_measured(entry.make(params), fit_data)
             value = float(evaluate(model)[objective])
-            trials.append({"params": params, objective: value})
+            trials.append({"params": params, objective: value, "train_s": stats.train_s})
+            tracker.log(f"{entry.name} {params}: {objective} {value:.4f} ({stats.train_s:.0f} s)")
             key = value if minimize else -value
             if not math.isnan(value) and (best is None or key < best[0]):
                 best = (key, params)
