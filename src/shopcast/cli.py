@@ -191,6 +191,15 @@ def train(
             show_default=False,
         ),
     ] = None,
+    ranker: Annotated[
+        bool | None,
+        typer.Option(
+            "--ranker/--no-ranker",
+            help="Train the learned ranker (default: when the log has >= 20,000 item "
+            "events, kept only if it beats the blend on its test window)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Fit every model on the event log and make the result the CURRENT model."""
     settings = settings_for(db)
@@ -198,11 +207,11 @@ def train(
         settings.training.sequence = sequence
     if embedding is not None:
         settings.training.embedding = embedding
-    version = _train(settings)
+    version = _train(settings, ranker=ranker)
     console.print(f"model [bold]{version}[/] is CURRENT in {settings.model_dir}")
 
 
-def _train(settings: Settings) -> str:
+def _train(settings: Settings, *, ranker: bool | None = None) -> str:
     from shopcast.privacy.crypto import open_private_store
     from shopcast.privacy.erasure import retrained
     from shopcast.training.bundle import save_bundle, train_bundle
@@ -216,6 +225,8 @@ def _train(settings: Settings) -> str:
                 settings.recommend,
                 progress=lambda s: status.update(f"training: {s}"),
                 training=settings.training,
+                ranker=ranker,
+                settings=settings,
             )
         save_bundle(bundle, settings.model_dir)
         retrained(settings.model_dir, started, prune=settings.privacy.erasure_prunes_models)

@@ -364,3 +364,22 @@ def test_train_bundle_trains_a_ranker_only_when_asked_or_the_log_is_large() -> N
     info = RD.attach_ranker(auto, frame, items, [], Settings(), required=True, split=split)
     assert info["kept"] is True and isinstance(auto.models["ranker"], LearnedRanker)
     assert set(info["test_ndcg@10"]) >= {"blend", "ranker", "covisit"}
+
+
+def test_cli_train_with_the_ranker_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from shopcast.cli import app
+
+    events, items = _brand_shop(users=24, visits=4)
+    db = f"sqlite:///{tmp_path / 'shop.db'}"
+    store = open_store(db)
+    store.items.upsert(items)
+    store.events.append(events)
+    store.close()
+    monkeypatch.setenv("SHOPCAST_MODEL_DIR", str(tmp_path / "m"))
+    monkeypatch.setenv("SHOPCAST_AUTH__ENABLED", "false")
+    result = CliRunner().invoke(app, ["train", "--db", db, "--ranker"])
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(next((tmp_path / "m").glob("v*")))
+    assert isinstance(bundle.models["ranker"], LearnedRanker)
