@@ -155,6 +155,22 @@ def test_features_of_an_anonymous_shopper_and_an_empty_pool() -> None:
     assert pool.size == 0 and empty.shape == (0, len(builder.columns))
 
 
+def test_new_catalog_items_read_as_unknown_until_the_arrays_are_rebuilt() -> None:
+    bundle, catalog = _tiny()
+    builder = FeatureBuilder(bundle, catalog, None, ["popular"], refresh_s=3600.0)
+    catalog.upsert([Item(item_id="E", category=["Hats"], price=7.0, stock=9)])
+    e = bundle.items.index("E")
+    request = RecommendRequest(session_id="s")
+    cands = {"popular": Candidates(np.array([e]), np.array([1.0]))}
+    price = builder.columns.index("price_log")
+    stock = builder.columns.index("stock")
+    _, before = builder.build(cands, Shopper(Context(now=T0)), request, {})
+    assert math.isnan(before[0, price]) and math.isnan(before[0, stock])
+    builder.refresh()
+    _, after = builder.build(cands, Shopper(Context(now=T0)), request, {})
+    assert after[0, price] == pytest.approx(math.log1p(7.0)) and after[0, stock] == 2.0
+
+
 # -- the model --------------------------------------------------------------------
 
 

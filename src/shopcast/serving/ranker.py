@@ -36,8 +36,8 @@ since_last_event_s       seconds since the shopper's latest event (NaN: none)
 User features read the shopper's ``UserState`` (``features/profiles.py``) straight from
 the profile index, not the readable profile (cheap: dictionary look-ups for the pool's
 categories and brands). Item features are arrays over the item vocabulary, built from
-the catalog once and rebuilt when the catalog changed (at most every ``refresh_s``);
-items newer than the arrays read as unknown until then.
+the catalog once and rebuilt on a background thread when the catalog changed (at most
+every ``refresh_s``); items newer than the arrays read as unknown until then.
 
 ``LearnedRanker`` is LightGBM ``lambdarank`` over those columns, saved as LightGBM's
 text model (``model.txt``) + ``meta.json`` (columns in order, sources, scenes, metrics):
@@ -50,6 +50,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -244,16 +245,30 @@ class FeatureBuilder:
         self._items = _ItemArrays(catalog)
         self._revision = catalog.revision
         self._built = time.monotonic()
+        self._job: threading.Thread | None = None
 
     def _arrays(self) -> _ItemArrays:
+        """The item arrays; a changed catalog starts a rebuild on a background thread
+        (at most every ``refresh_s``) and requests use the previous arrays meanwhile."""
         stale = self.catalog.revision != self._revision or len(self.catalog.vocab) > (
             self._items.size
         )
-        if stale and time.monotonic() - self._built >= self.refresh_s:
-            self._revision = self.catalog.revision
-            self._items = _ItemArrays(self.catalog)
-            self._built = time.monotonic()
+        if stale and time.monotonic() - self._built >= self.refresh_s and self._job is None:
+            self._job = threading.Thread(target=self.refresh, name="ranker-items", daemon=True)
+            self._job.start()
         return self._items
+
+    def refresh(self) -> None:
+        """Rebuild the item arrays from the catalog now (in the calling thread)."""
+        try:
+            revision = self.catalog.revision
+            self._items = _ItemArrays(self.catalog)
+            self._revision = revision
+        except Exception:  # keep serving the previous arrays
+            log.exception("rebuilding the ranker's item features failed")
+        finally:
+            self._built = time.monotonic()
+            self._job = None
 
     def build(
         self,
