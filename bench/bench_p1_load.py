@@ -19,7 +19,8 @@ separate process on loopback (``bench/_loadgen.py``):
    no-op only and the mix; the throughput ratio recommendations / no-op.
 
 Also the server's CPU time per request in each phase (from /proc), and with
-``--profile`` where the server's time goes at the first rate (py-spy, all threads).
+``--profile`` where the server's CPU goes at the first rate (py-spy, samples of the
+thread holding the GIL, so lock waits are not counted as work).
 Prints a table and writes bench/results/p1_load.json.
 """
 
@@ -74,6 +75,7 @@ def load(server: Server, spec: dict[str, Any], profile: Path | None = None) -> d
                 "--output",
                 str(profile),
                 "--nonblocking",
+                "--gil",  # only the thread holding the GIL: where the CPU goes
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
