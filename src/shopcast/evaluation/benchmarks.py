@@ -101,7 +101,7 @@ GRIDS: dict[str, dict[str, dict[str, list[Any]]]] = {
         **_RANKING_GRIDS,
         # 12k items, 22k users: fewer points for the slow fits
         "ease": {"reg": [250.0, 100.0, 500.0, 1000.0]},
-        "ials": {"reg": [0.1, 1.0, 10.0]},
+        "ials": {"reg": [0.1, 1.0]},
     },
     "q3": {
         "popularity": {"half_life_days": [100_000.0, 14.0, 60.0]},
