@@ -192,4 +192,12 @@ def machine() -> dict[str, object]:
         )
     with suppress(OSError):
         info["loadavg_1m_start"] = os.getloadavg()[0]
+    with suppress(OSError):
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.splitlines()
+        info["code"] = {"commit": head, "uncommitted_src": [line[3:] for line in dirty]}
     return info

@@ -50,8 +50,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import inspect
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,7 +81,7 @@ from shopcast.serving.engine import Engine
 from shopcast.serving.pipeline import RecommendRequest
 from shopcast.serving.sources import SEED_ITEMS, latest_unique
 from shopcast.storage import Store, open_store
-from shopcast.training.bundle import load_bundle, save_bundle, train_bundle
+from shopcast.training.bundle import ModelBundle, load_bundle, save_bundle, train_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -87,6 +89,9 @@ K = 20
 SCORED = ("view", "add_to_cart", "purchase")
 #: Taobao UserBehavior's official window, 2017-11-25 00:00 to 2017-12-04 00:00 UTC+8.
 TAOBAO_WINDOW = (1_511_539_200.0, 1_512_316_800.0)
+#: Per arm of the dataset being replayed: how many answers named each degraded stage
+#: (a source or the ranker skipped after an error or its timeout).
+DEGRADED: dict[str, dict[str, int]] = {}
 ARMS: dict[str, dict[str, Any]] = {
     "frozen": {"online_learning": False, "live_sessions": False},
     "live": {"online_learning": False, "live_sessions": True},
@@ -132,6 +137,28 @@ def settings_for(work: Path, **recommend: Any) -> Settings:
         recommend=RecommendSettings(**recommend),
         **extra,
     )
+
+
+def train_like_the_cli(store: Store, settings: Settings) -> ModelBundle:
+    """``train_bundle`` as `shopcast train` calls it (whatever this version accepts)."""
+    accepted = inspect.signature(train_bundle).parameters
+    extra: dict[str, Any] = {}
+    if "settings" in accepted:
+        extra["settings"] = settings
+    if "training" in accepted and hasattr(settings, "training"):
+        extra["training"] = settings.training
+    return train_bundle(store, settings.recommend, **extra)
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the source tree differed from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    changed = [line[3:] for line in git("status", "--porcelain", "src").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_src": changed}
 
 
 def new_store(items: Sequence[Item], train: pl.DataFrame) -> Store:
@@ -189,6 +216,7 @@ def _replay_direct(
     clock = [float(stream["ts"][0])]
     engine = Engine(store, settings, load_bundle(bundle_path), clock=lambda: clock[0])
     ranks: list[int] = []
+    degraded = DEGRADED.setdefault(arm, {})
     started = time.perf_counter()
     for n, row in enumerate(stream.iter_rows(named=True)):
         clock[0] = row["ts"]
@@ -201,6 +229,8 @@ def _replay_direct(
             rec = engine.recommend(RecommendRequest(k=K, scene="home", **who))
             ids = [i.item_id for i in rec.items]
             ranks.append(ids.index(row["item_id"]) if row["item_id"] in ids else -1)
+            for name in getattr(rec, "degraded", None) or []:
+                degraded[name] = degraded.get(name, 0) + 1
         checked = validate_events(
             json.loads(json.dumps(event_json(row))), max_batch=settings.api.max_batch
         )
@@ -233,6 +263,7 @@ async def _replay_arm(
     engine = Engine(store, settings, load_bundle(bundle_path), clock=lambda: clock[0])
     app = create_app(settings, store=store, engine=engine)
     ranks: list[int] = []
+    degraded = DEGRADED.setdefault(arm, {})
     spent = {"get": 0.0, "post": 0.0}
     started = time.perf_counter()
     # The app in this event loop (lifespan included): no test-client thread hops per call.
@@ -249,8 +280,11 @@ async def _replay_arm(
                 spent["get"] += time.perf_counter() - t0
                 if r.status_code != 200:
                     raise SystemExit(f"{arm}: GET {rec_path(row)} answered {r.status_code}")
-                ids = [i["item_id"] for i in r.json()["items"]]
+                answer = r.json()
+                ids = [i["item_id"] for i in answer["items"]]
                 ranks.append(ids.index(row["item_id"]) if row["item_id"] in ids else -1)
+                for name in answer.get("degraded") or []:
+                    degraded[name] = degraded.get(name, 0) + 1
             t0 = time.perf_counter()
             posted = await client.post("/v1/events", json=event_json(row))
             spent["post"] += time.perf_counter() - t0
@@ -424,14 +458,17 @@ def run_dataset(name: str, args: argparse.Namespace, log: Callable[[str], None])
     )
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
+    DEGRADED.clear()
     with tempfile.TemporaryDirectory(prefix=f"shopcast-q4-{name}-") as tmp:
         work = Path(tmp)
         settings = settings_for(work)
         with stopwatch(timings, "train"):
             store = new_store(items, train)
-            bundle = train_bundle(store, settings.recommend)
+            bundle = train_like_the_cli(store, settings)
             bundle_path = save_bundle(bundle, settings.model_dir)
             store.close()
+        model_roles = {role: type(m).__name__ for role, m in bundle.models.items()}
+        log(f"  bundle: {model_roles}")
         for arm in args.arms:
             log(f"  arm {arm} ...")
             with stopwatch(timings, arm):
@@ -464,6 +501,8 @@ def run_dataset(name: str, args: argparse.Namespace, log: Callable[[str], None])
         "items_in_catalog": len(items),
         "subsample": {"max_users": args.max_users, "max_events": args.max_events},
         "via": args.via,
+        "bundle_models": model_roles,
+        "degraded_answers": dict(DEGRADED),
         "results": results,
         "targets": targets,
         "seconds": timings,
@@ -484,6 +523,7 @@ def print_table(name: str, res: dict[str, Any]) -> None:
             f"{n.get('HR@20', 0):>11.4f}{n.get('MRR@20', 0):>12.4f}{p.get('HR@20', 0):>11.4f}"
         )
     print(f"targets: {res['targets']}   seconds: {res['seconds']}")
+    print(f"bundle: {res['bundle_models']}   degraded answers: {res['degraded_answers']}")
 
 
 def main() -> None:
@@ -511,6 +551,7 @@ def main() -> None:
 
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     load_start = os.getloadavg()[0]
+    code = code_version()
     datasets: dict[str, Any] = {}
     for name in [d for d in args.datasets.split(",") if d]:
         datasets[name] = run_dataset(name, args, log)
@@ -518,6 +559,7 @@ def main() -> None:
         out = {
             "benchmark": "Q4 prequential replay",
             "command": " ".join(["python", "bench/bench_q4_replay.py", *sys.argv[1:]]),
+            "code": code,
             "machine": {
                 "cpus": os.cpu_count(),
                 "date_utc": started,
