@@ -53,7 +53,9 @@ class Tower(nn.Module):
         blocks: list[nn.Module] = []
         for _ in range(layers - 1):
             blocks += [nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden)]
-        blocks += [nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out)]
+        if layers > 0:
+            blocks.append(nn.GELU())
+        blocks += [nn.Dropout(dropout), nn.Linear(hidden, out)]  # layers 0: linear towers
         self.mlp = nn.Sequential(*blocks)
 
     def embed(self, bag: FeatureBag) -> torch.Tensor:

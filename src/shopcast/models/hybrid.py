@@ -110,7 +110,7 @@ class _Phase(Protocol):
 
     def loss(self, net: HybridNet, batch: IntArray, rng: np.random.Generator) -> torch.Tensor: ...
 
-    def validate(self, net: HybridNet) -> float: ...
+    def validate(self, nets: list[HybridNet]) -> float: ...
 
     def better(self, a: float, b: float) -> bool: ...
 
@@ -211,7 +211,6 @@ class _Hybrid:
         for label, count in (
             ("dim", dim),
             ("hidden", hidden),
-            ("layers", layers),
             ("batch_size", batch_size),
             ("epochs", epochs),
             ("patience", patience),
@@ -228,8 +227,8 @@ class _Hybrid:
         ):
             if not 0 <= share < 1:
                 raise ConfigError(f"{label} must be in [0, 1), got {share}")
-        if text_terms < 0:
-            raise ConfigError(f"text_terms must be >= 0, got {text_terms}")
+        if text_terms < 0 or layers < 0:
+            raise ConfigError(f"text_terms and layers must be >= 0, got {text_terms}, {layers}")
         if weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
         self.dim = dim
@@ -477,7 +476,7 @@ class _Hybrid:
             val = math.nan
             if validate:
                 net.eval()
-                val = phase.validate(net)
+                val = phase.validate([net])
             seconds = time.perf_counter() - t0
             report = EpochReport(epoch, total / max(count, 1), val, seconds, not validate)
             self.history_.append(report)
@@ -523,6 +522,10 @@ class _Hybrid:
                         tnet, final, self.best_epoch_, progress, t0, validate=False, seed=seed
                     )
                 nets.append(net)
+            if len(nets) > 1 and not self.refit and holdout is not None and holdout.size:
+                for net in nets:
+                    net.eval()
+                self.best_val_ = holdout.validate(nets)  # the ensemble's
             self.nets_ = nets
             self._refresh()
         self.fit_seconds_ = time.perf_counter() - t0
@@ -787,6 +790,8 @@ class _RatingPhase:
         pred = self.mu + _net().pair_scores(zu, zi)
         target = torch.from_numpy(self.value[batch].astype(np.float32))
         loss: torch.Tensor = ((pred - target) ** 2).mean()
+        if self.model.l2 > 0:
+            loss = loss + self.model.l2 * ((zu**2).sum(1) + (zi**2).sum(1)).mean()
         return loss
 
     def side(
@@ -824,12 +829,13 @@ class _RatingPhase:
             out_weight,
         )
 
-    def validate(self, net: HybridNet) -> float:
+    def validate(self, nets: list[HybridNet]) -> float:
+        """RMSE of the validation ratings (the members' mean prediction)."""
         assert self.val is not None
         m = self.model
         u, i, r = self.val
-        zu = m._all_rows(net, True, self.user_hist, self.user_ids)
-        zi = m._all_rows(net, False, self.item_hist, self.item_ids)
+        zu = m._combine([m._all_rows(n, True, self.user_hist, self.user_ids) for n in nets], True)
+        zi = m._combine([m._all_rows(n, False, self.item_hist, self.item_ids) for n in nets], False)
         pred = self.mu + (zu[u, :-1] * zi[i, :-1]).sum(1) + zu[u, -1] + zi[i, -1]
         pred = np.clip(pred, m.r_min_, m.r_max_)
         return float(np.sqrt(np.mean((pred - r) ** 2)))
@@ -842,15 +848,19 @@ class HybridRating(_Hybrid):
     """The hybrid model's rating head (Q1): ``r̂ = μ + b_u + b_i + <u, v>``.
 
     See the module docstring; ``edge_dropout`` is the share of behaviour entries dropped
-    at each training step. ``predict`` clips to the training ratings' range; ``score``
-    gives the unclipped ``r̂`` of the context's user for each candidate (0 for unknown
-    items). Learned state besides the shared one: ``mu_``, ``r_min_``, ``r_max_``,
-    ``levels_`` (the rating values of the behaviour levels), ``user_hist_`` and
-    ``item_hist_`` (the behaviour of every row).
+    at each training step; ``l2`` penalizes the squared norm of both towers' outputs
+    (factors and bias) per training rating, as biased MF penalizes its factors. The
+    holdout takes ``holdout`` of the ratings from a random share ``holdout_users`` of the
+    users (1: from everyone; less concentrates it, as
+    test sets that hide much of some users' ratings do). ``predict`` clips to the
+    training ratings' range; ``score`` gives the unclipped ``r̂`` of the context's user
+    for each candidate (0 for unknown items). Learned state besides the shared one:
+    ``mu_``, ``r_min_``, ``r_max_``, ``levels_`` (the rating values of the behaviour
+    levels), ``user_hist_`` and ``item_hist_`` (the behaviour of every row).
     """
 
     name: ClassVar[str] = "hybrid_rating"
-    _extra_params: ClassVar[tuple[str, ...]] = ("edge_dropout",)
+    _extra_params: ClassVar[tuple[str, ...]] = ("edge_dropout", "holdout_users", "l2")
     _extra_arrays: ClassVar[tuple[str, ...]] = (
         "levels",
         *_Hist.names("user_hist_"),
@@ -868,6 +878,8 @@ class HybridRating(_Hybrid):
         self,
         *,
         edge_dropout: float = 0.2,
+        holdout_users: float = 1.0,
+        l2: float = 0.0,
         dim: int = 48,
         hidden: int = 128,
         layers: int = 1,
@@ -915,7 +927,13 @@ class HybridRating(_Hybrid):
         )
         if not 0 <= edge_dropout < 1:
             raise ConfigError(f"edge_dropout must be in [0, 1), got {edge_dropout}")
+        if not 0 < holdout_users <= 1:
+            raise ConfigError(f"holdout_users must be in (0, 1], got {holdout_users}")
+        if l2 < 0:
+            raise ConfigError(f"l2 must be >= 0, got {l2}")
         self.edge_dropout = edge_dropout
+        self.holdout_users = holdout_users
+        self.l2 = l2
 
     def fit(
         self,
@@ -935,7 +953,10 @@ class HybridRating(_Hybrid):
         self.r_min_, self.r_max_ = float(value.min()), float(value.max())
         holdout = None
         if self.holdout > 0 and value.shape[0] >= 20:
-            is_val = np.random.default_rng(self.seed).random(value.shape[0]) < self.holdout
+            rng = np.random.default_rng(self.seed)
+            share = min(self.holdout / self.holdout_users, 1.0)
+            chosen = rng.random(n_users) < self.holdout_users
+            is_val = chosen[user] & (rng.random(value.shape[0]) < share)
             fit = ~is_val
             holdout = self._phase(user[fit], item[fit], level[fit], value[fit])
             holdout.val = (user[is_val], item[is_val], value[is_val])
@@ -1256,6 +1277,10 @@ class _RankPhase:
         m, ev = self.model, self.events
         subject = self.subject[rows]
         pos, offsets = _ranges(self.start[rows], self.end[rows])
+        if rng is not None and m.edge_dropout > 0:
+            keep = rng.random(pos.shape[0]) >= m.edge_dropout
+            counts = np.bincount(_rows_of(offsets)[keep], minlength=rows.shape[0])
+            pos, offsets = pos[keep], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         beh = m._history_bag(ev.item[pos], ev.weight[pos], ev.ts[pos], offsets, self.now[rows])
         ids = self.user_ids[subject]
         if rng is not None:
@@ -1307,20 +1332,21 @@ class _RankPhase:
         per_target = torch.from_numpy((w[t_row] / sizes[t_row]).astype(np.float32))
         return -(picked * per_target).sum() / float(w.sum())
 
-    def validate(self, net: HybridNet) -> float:
-        """NDCG@10 of the validation rows, their history excluded."""
+    def validate(self, nets: list[HybridNet]) -> float:
+        """NDCG@10 of the validation rows (the members' mean logits), history excluded."""
         val = self.val
         assert val is not None
         m = self.model
         rows_i = np.arange(m.n_items_)
         ids_i = self.item_ids[rows_i]
-        zi = m._tower_rows(net, False, m._with_ids(m.item_static_, rows_i, ids_i), ids_i)
+        items = m._with_ids(m.item_static_, rows_i, ids_i)
+        zi = m._combine([m._tower_rows(n, False, items, ids_i) for n in nets], False)
         discounts = 1.0 / np.log2(np.arange(2, VAL_K + 2))
         total = 0.0
         for lo in range(0, val.size, CHUNK):
             rows = np.arange(lo, min(lo + CHUNK, val.size))
             bag, ids = val.user_bag(rows, None)
-            zu = m._tower_rows(net, True, bag, ids)
+            zu = m._combine([m._tower_rows(n, True, bag, ids) for n in nets], True)
             logits = zu[:, :-1] @ zi[:, :-1].T + zi[:, -1][None, :]
             mask_r, mask_c = val.history_mask(rows, rows_i)
             logits[mask_r, mask_c] = -np.inf
@@ -1351,9 +1377,11 @@ class HybridRanker(_Hybrid):
     protocol ranks only new items). ``negatives`` > 0 trains a sampled softmax over the
     batch's positives plus ``negatives`` items drawn by target frequency ``q``, logits
     corrected by ``-log q``; 0 (or a catalog no larger) uses the full softmax.
-    ``recency_half_life_days`` weighs recent baskets more. The holdout is the last
-    ``holdout`` share of the time span: subjects active before it and their (new) items
-    in it, NDCG@10.
+    ``recency_half_life_days`` weighs recent baskets more; ``horizon_days`` makes every
+    (new) item of the next that many days a target of a basket, not only its own items;
+    ``edge_dropout`` drops that share of the behaviour events at each step (denoising).
+    The holdout is the last ``holdout`` share of the time span: subjects active before it
+    and their (new) items in it, NDCG@10.
 
     ``score`` gives each candidate's softmax probability among the fitted items (0 for
     unknown items); a context's behaviour is its subject's fitted history plus its
@@ -1365,6 +1393,7 @@ class HybridRanker(_Hybrid):
     name: ClassVar[str] = "hybrid"
     _extra_params: ClassVar[tuple[str, ...]] = (
         "negatives",
+        "edge_dropout",
         "max_history",
         "half_life_days",
         "recency_half_life_days",
@@ -1389,6 +1418,7 @@ class HybridRanker(_Hybrid):
         self,
         *,
         negatives: int = 0,
+        edge_dropout: float = 0.0,
         max_history: int = 200,
         half_life_days: float | None = 90.0,
         recency_half_life_days: float | None = None,
@@ -1443,6 +1473,9 @@ class HybridRanker(_Hybrid):
         )
         if negatives < 0:
             raise ConfigError(f"negatives must be >= 0, got {negatives}")
+        if not 0 <= edge_dropout < 1:
+            raise ConfigError(f"edge_dropout must be in [0, 1), got {edge_dropout}")
+        self.edge_dropout = edge_dropout
         if max_history < 1 or val_users < 1:
             raise ConfigError("max_history and val_users must be >= 1")
         for label, days in (
