@@ -48,8 +48,8 @@ def idx(items: str) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"positions": "end"}, {"loss": "sampled", "negatives": 4}],
-    ids=["full-softmax", "positions-end", "sampled-softmax"],
+    [{}, {"positions": "end"}, {"loss": "sampled", "negatives": 4}, {"mask_seen": True}],
+    ids=["full-softmax", "positions-end", "sampled-softmax", "mask-seen"],
 )
 def test_learns_the_next_item_of_a_cycle(params: dict[str, Any]) -> None:
     model = SASRec(**(TINY | params)).fit(cycle_shop())
@@ -59,6 +59,33 @@ def test_learns_the_next_item_of_a_cycle(params: dict[str, Any]) -> None:
         expected = CYCLE[(CYCLE.index(recent[-1]) + 1) % len(CYCLE)]
         assert CYCLE[int(np.argmax(s))] == expected, (recent, s.round(3))
         assert s.sum() == pytest.approx(1.0)
+        if model.mask_seen:
+            assert np.all(s[idx(recent)] == 0) and np.all(np.delete(s, idx(recent)) > 0)
+
+
+def test_seen_pairs_leave_out_each_position_s_target() -> None:
+    rows = [np.array([1, 2, 1]), np.array([4])]
+    targets = [np.array([2, 1, 3]), np.array([4])]
+    flat, items = tnet.seen_pairs(rows, targets)
+    # Row 0: position 0 saw 1; position 1 saw 1, 2 but its target is 1, so only 2;
+    # position 2 saw 1, 2, 1. Row 1 (flat index 3) saw only its own target.
+    pairs = list(zip(flat.tolist(), (items + 1).tolist(), strict=True))
+    assert pairs == [(0, 1), (1, 2), (2, 1), (2, 2), (2, 1)]
+
+
+def test_masked_softmax_matches_cross_entropy_without_the_masked_items() -> None:
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(3, 4, generator=gen, requires_grad=True)
+    table = torch.randn(6, 4, generator=gen, requires_grad=True)
+    target = torch.tensor([0, 5, 2])
+    masked = (torch.tensor([0, 1, 1]), torch.tensor([3, 0, 4]))
+    loss = tnet.full_softmax_ce(h, table, target, 0.0, tnet.Workspace(), masked)
+    ours = torch.autograd.grad(loss, (h, table))
+    logits = (h @ table.T).index_put(masked, torch.tensor(float("-inf")))
+    ref_loss = torch.nn.functional.cross_entropy(logits, target)
+    torch.testing.assert_close(loss, ref_loss)
+    for a, b in zip(ours, torch.autograd.grad(ref_loss, (h, table)), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_attention_is_causal() -> None:
@@ -215,6 +242,8 @@ def test_score_all_of_many_contexts_matches_score() -> None:
         {"max_len": 0},
         {"lr": 0.0},
         {"val_subjects": 0},
+        {"mask_seen": True, "label_smoothing": 0.1},
+        {"mask_seen": True, "loss": "sampled"},
     ],
 )
 def test_bad_hyperparameters_are_refused(bad: dict[str, Any]) -> None:

@@ -47,9 +47,12 @@ class FullSoftmaxCE(torch.autograd.Function):
         target: torch.Tensor,
         smoothing: float,
         workspace: Workspace,
+        masked: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         logits = workspace.take(h.shape[0], table.shape[0])
         torch.mm(h, table.t(), out=logits)
+        if masked is not None:
+            logits[masked] = -math.inf
         lse = torch.logsumexp(logits, dim=1)
         picked = logits.gather(1, target[:, None])[:, 0]
         loss = lse - (1.0 - smoothing) * picked
@@ -63,7 +66,7 @@ class FullSoftmaxCE(torch.autograd.Function):
     @staticmethod
     def backward(
         ctx: Any, grad: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, None, None, None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, None, None, None, None]:
         h, table, target, lse = ctx.saved_tensors
         p: torch.Tensor = ctx.logits
         n, n_items = p.shape
@@ -72,15 +75,40 @@ class FullSoftmaxCE(torch.autograd.Function):
         if ctx.smoothing:
             p.sub_(ctx.smoothing / n_items)
         p.mul_(grad / n)
-        return p @ table, p.t() @ h, None, None, None
+        return p @ table, p.t() @ h, None, None, None, None
 
 
 def full_softmax_ce(
-    h: torch.Tensor, table: torch.Tensor, target: torch.Tensor, smoothing: float, ws: Workspace
+    h: torch.Tensor,
+    table: torch.Tensor,
+    target: torch.Tensor,
+    smoothing: float,
+    ws: Workspace,
+    masked: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``FullSoftmaxCE`` (``target``: row indices of ``table``)."""
-    out: torch.Tensor = FullSoftmaxCE.apply(h, table, target, smoothing, ws)  # type: ignore[no-untyped-call]
+    """``FullSoftmaxCE`` (``target``: row indices of ``table``); ``masked`` (row, item)
+    pairs are left out of the softmax (they must not include a row's target)."""
+    out: torch.Tensor = FullSoftmaxCE.apply(h, table, target, smoothing, ws, masked)  # type: ignore[no-untyped-call]
     return out
+
+
+def seen_pairs(rows: Sequence[IntArray], targets: Sequence[IntArray]) -> tuple[IntArray, IntArray]:
+    """``(flat target index, item index)`` of every item a row has shown up to each of its
+    positions (itself included), the position's own target left out. Targets are
+    numbered row by row, position by position (the order of ``h[tokens > 0]``)."""
+    flat: list[IntArray] = []
+    items: list[IntArray] = []
+    offset = 0
+    for r, t in zip(rows, targets, strict=True):
+        n = r.shape[0]
+        pos, src = np.tril_indices(n)
+        keep = r[src] != t[pos]
+        flat.append(pos[keep] + offset)
+        items.append(r[src][keep] - 1)
+        offset += n
+    if not flat:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(flat).astype(np.int64), np.concatenate(items).astype(np.int64)
 
 
 class Workspace:

@@ -19,7 +19,10 @@ bounds both runs together.
 
 Scores are next-item probabilities for ``context.recent_items`` (the live session:
 only the context is read, not the subject's fitted history); an empty context gets
-the item frequencies of the training sequences. Items not fitted score 0.
+the item frequencies of the training sequences. Items not fitted score 0. With
+``mask_seen`` the items a sequence already holds are left out of its softmax, in
+training and in scoring (they score 0), as when recommendations exclude what the
+shopper already has (Q2's protocol).
 
 Not an ``OnlineLearner``: new events reach the model through the context at request
 time; new items score 0 until the next ``fit``. Training is deterministic under
@@ -167,6 +170,7 @@ class SASRec:
         negatives: int = 1024,
         label_smoothing: float = 0.0,
         positions: str = "start",
+        mask_seen: bool = False,
         holdout: bool = True,
         refit: bool = True,
         val_subjects: int | None = None,
@@ -200,6 +204,8 @@ class SASRec:
         ):
             if not 0 <= p < 1:
                 raise ConfigError(f"{label} must be in [0, 1), got {p}")
+        if mask_seen and (label_smoothing or loss != "full"):
+            raise ConfigError("mask_seen needs loss='full' and no label_smoothing")
         if loss not in _LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(_LOSSES)}, got {loss!r}")
         if positions not in _POSITIONS:
@@ -228,6 +234,7 @@ class SASRec:
         self.negatives = negatives
         self.label_smoothing = label_smoothing
         self.positions = positions
+        self.mask_seen = mask_seen
         self.holdout = holdout
         self.refit = refit
         self.val_subjects = val_subjects
@@ -259,6 +266,7 @@ class SASRec:
             "negatives": self.negatives,
             "label_smoothing": self.label_smoothing,
             "positions": self.positions,
+            "mask_seen": self.mask_seen,
             "holdout": self.holdout,
             "refit": self.refit,
             "val_subjects": self.val_subjects,
@@ -446,7 +454,15 @@ class SASRec:
             keep = y > 0
             hs, ys = h[keep], y[keep]
             if self.loss == "full":
-                loss = tnet.full_softmax_ce(hs, table[1:], ys - 1, self.label_smoothing, workspace)
+                masked = None
+                if self.mask_seen:
+                    flat, seen = tnet.seen_pairs(
+                        [rows.inputs[i] for i in idx], [rows.targets[i] for i in idx]
+                    )
+                    masked = (torch.from_numpy(flat), torch.from_numpy(seen))
+                loss = tnet.full_softmax_ce(
+                    hs, table[1:], ys - 1, self.label_smoothing, workspace, masked
+                )
             else:
                 loss = tnet.sampled_softmax_loss(hs, ys, table, self.negatives)
             opt.zero_grad(set_to_none=True)
@@ -530,7 +546,11 @@ class SASRec:
                 for b in range(0, same.shape[0], SCORE_CHUNK):
                     idx = same[b : b + SCORE_CHUNK]
                     h = tnet.last_hidden(self._net64, [rows[i] for i in idx], self._table64, end)
-                    probs = torch.softmax(h @ self._table64[1:].T, dim=1)
+                    logits = h @ self._table64[1:].T
+                    if self.mask_seen:
+                        seen = np.stack([rows[i] for i in idx]) - 1
+                        logits.scatter_(1, torch.from_numpy(seen), -math.inf)
+                    probs = torch.softmax(logits, dim=1).nan_to_num(0.0)  # all seen: 0
                     out[idx] = probs.numpy()
         return out
 
