@@ -395,6 +395,7 @@ def _tuning_record(
         "kind": entry.kind,
         "chosen": dict(chosen),
         "grid": {k: list(v) for k, v in entry.grid.items()},
+        "fixed": {k: v for k, v in entry.fixed.items() if isinstance(v, int | float | str)},
         "selected_by": by,
         "trials": trials,
     }
