@@ -24,8 +24,9 @@ Per dataset:
   (validated, appended, observed, 202). Favorites are ingested but not scored.
   Arms (settings ``recommend.*``): ``frozen`` (online_learning and live_sessions off:
   the batch model and the history it was trained on), ``live`` (+ live sessions),
-  ``full`` (+ online learning); optional diagnostic ``full_nodiv`` = ``full`` with the
-  diversity rerank off (``merchandising.diversity`` 0). Impression logging is off
+  ``full`` (+ online learning); optional diagnostics: ``full_nodiv`` = ``full`` with the
+  diversity rerank off (``merchandising.diversity`` 0), ``full_blend`` = ``full`` with a
+  bundle trained without the learned ranker (the blend ranks). Impression logging is off
   (``log_impressions``): the impressions of a replay are not shopper events.
   ``--via direct`` calls what the two routes call (``validate_events`` → ``append`` →
   ``observe``; ``engine.recommend``) without HTTP: 2-3x faster on a busy machine, same
@@ -96,8 +97,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "frozen": {"online_learning": False, "live_sessions": False},
     "live": {"online_learning": False, "live_sessions": True},
     "full": {"online_learning": True, "live_sessions": True},
-    # Diagnostic, not in the protocol: the full arm without the diversity rerank.
+    # Diagnostics, not in the protocol: the full arm without the diversity rerank, and
+    # with a bundle trained without the learned ranker (the blend ranks).
     "full_nodiv": {"online_learning": True, "live_sessions": True, "diversity": 0.0},
+    "full_blend": {"online_learning": True, "live_sessions": True, "ranker": False},
 }
 
 
@@ -121,7 +124,8 @@ def load(name: str, data_path: Path, max_users: int | None) -> tuple[pl.DataFram
     return ordered, list(frames.items)
 
 
-def settings_for(work: Path, **recommend: Any) -> Settings:
+def settings_for(work: Path, model_dir: Path | None = None, **recommend: Any) -> Settings:
+    recommend.pop("ranker", None)  # a property of the bundle, not a setting
     if "log_impressions" in RecommendSettings.model_fields:
         recommend = {"log_impressions": False, **recommend}
     extra: dict[str, Any] = {}
@@ -132,17 +136,21 @@ def settings_for(work: Path, **recommend: Any) -> Settings:
     return Settings(
         environment="test",
         database_url="memory://",
-        model_dir=work / "models",
+        model_dir=model_dir or work / "models",
         api=ApiSettings(reload_interval_s=3600.0),
         recommend=RecommendSettings(**recommend),
         **extra,
     )
 
 
-def train_like_the_cli(store: Store, settings: Settings) -> ModelBundle:
+def train_like_the_cli(
+    store: Store, settings: Settings, *, ranker: bool | None = None
+) -> ModelBundle:
     """``train_bundle`` as `shopcast train` calls it (whatever this version accepts)."""
     accepted = inspect.signature(train_bundle).parameters
     extra: dict[str, Any] = {}
+    if ranker is not None and "ranker" in accepted:
+        extra["ranker"] = ranker
     if "settings" in accepted:
         extra["settings"] = settings
     if "training" in accepted and hasattr(settings, "training"):
@@ -211,7 +219,7 @@ def _replay_direct(
     """What the two routes do, called directly (no HTTP, no thread pool hand-offs):
     ``validate_events`` → ``store.events.append`` → ``engine.observe`` for the POST, and
     ``engine.recommend`` with the request ``GET …/recommendations?k=20`` builds."""
-    settings = settings_for(work, **ARMS[arm])
+    settings = settings_for(work, bundle_path.parent, **ARMS[arm])
     store = new_store(items, train)
     clock = [float(stream["ts"][0])]
     engine = Engine(store, settings, load_bundle(bundle_path), clock=lambda: clock[0])
@@ -257,7 +265,7 @@ async def _replay_arm(
     bundle_path: Path,
     progress: Callable[[str], None],
 ) -> np.ndarray:
-    settings = settings_for(work, **ARMS[arm])
+    settings = settings_for(work, bundle_path.parent, **ARMS[arm])
     store = new_store(items, train)
     clock = [float(stream["ts"][0])]
     engine = Engine(store, settings, load_bundle(bundle_path), clock=lambda: clock[0])
@@ -469,10 +477,17 @@ def run_dataset(name: str, args: argparse.Namespace, log: Callable[[str], None])
             store.close()
         model_roles = {role: type(m).__name__ for role, m in bundle.models.items()}
         log(f"  bundle: {model_roles}")
+        paths = {True: bundle_path}
+        if any(ARMS[arm].get("ranker") is False for arm in args.arms):
+            store = new_store(items, train)
+            without = train_like_the_cli(store, settings, ranker=False)
+            store.close()
+            paths[False] = save_bundle(without, work / "models-blend", promote=False)
         for arm in args.arms:
             log(f"  arm {arm} ...")
+            arm_bundle = paths[ARMS[arm].get("ranker", True) is not False]
             with stopwatch(timings, arm):
-                ranks = replay_arm(arm, work, items, train, stream, bundle_path, log, args.via)
+                ranks = replay_arm(arm, work, items, train, stream, arm_bundle, log, args.via)
             results[arm] = breakdown(ranks, new, types)
     cfg = settings.recommend
     for base, fn in (("popularity", replay_popularity), ("covisit", replay_covisit)):
