@@ -163,10 +163,10 @@ def code_version() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return done.stdout.strip()
+        return done.stdout
 
     changed = [line[3:] for line in git("status", "--porcelain", "src").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_src": changed}
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_src": changed}
 
 
 def new_store(items: Sequence[Item], train: pl.DataFrame) -> Store:
