@@ -153,7 +153,10 @@ def main() -> None:
     final = model
     if not args.no_refit:
         t0, c0 = time.perf_counter(), time.process_time()
-        final = SASRec(**(params | {"holdout": False, "epochs": model.best_epoch_}))
+        final = SASRec(
+            **(params | {"holdout": False, "epochs": model.best_epoch_})
+            | {"decay_epochs": model.decay_epochs or model.epochs}
+        )
         final.fit(data, attributes=attrs, progress=show)
         refit_s, refit_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     test_inputs, test_targets = [s[:-1] for s in idx], np.array([s[-1] for s in idx])

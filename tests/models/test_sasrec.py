@@ -48,8 +48,14 @@ def idx(items: str) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"positions": "end"}, {"loss": "sampled", "negatives": 4}, {"mask_seen": True}],
-    ids=["full-softmax", "positions-end", "sampled-softmax", "mask-seen"],
+    [
+        {},
+        {"positions": "end"},
+        {"loss": "sampled", "negatives": 4},
+        {"mask_seen": True},
+        {"ema": 0.9, "lr_decay": "linear", "epochs": 60},
+    ],
+    ids=["full-softmax", "positions-end", "sampled-softmax", "mask-seen", "ema-decay"],
 )
 def test_learns_the_next_item_of_a_cycle(params: dict[str, Any]) -> None:
     model = SASRec(**(TINY | params)).fit(cycle_shop())
@@ -192,9 +198,10 @@ def test_holdout_early_stopping_keeps_the_best_epoch() -> None:
     assert model.best_val_ == pytest.approx(1.0)
 
 
-def test_refit_trains_the_best_epoch_count_on_every_item() -> None:
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.8, "lr_decay": "linear"}], ids=["plain", "ema"])
+def test_refit_trains_the_best_epoch_count_on_every_item(extra: dict[str, Any]) -> None:
     data = cycle_shop(length=7)
-    chosen = TINY | {"holdout": True, "epochs": 30, "patience": 2, "lr": 3e-3}
+    chosen = TINY | {"holdout": True, "epochs": 30, "patience": 2, "lr": 3e-3} | extra
     refit = SASRec(**chosen).fit(data)
     selection = SASRec(**(chosen | {"refit": False})).fit(data)
     assert refit.best_epoch_ == selection.best_epoch_ >= 1
@@ -202,7 +209,9 @@ def test_refit_trains_the_best_epoch_count_on_every_item() -> None:
     flags = [r.refit for r in refit.history_]
     assert flags == [False] * len(selection.history_) + [True] * refit.best_epoch_
     # The refit is a plain fit on every item for the chosen number of epochs.
-    plain = SASRec(**(chosen | {"holdout": False, "epochs": refit.best_epoch_})).fit(data)
+    plain = SASRec(
+        **(chosen | {"holdout": False, "epochs": refit.best_epoch_, "decay_epochs": 30})
+    ).fit(data)
     contexts = [Context(now=T0, recent_items=idx(r)) for r in ("A", "CDE", "GH")]
     np.testing.assert_array_equal(refit.score_all(contexts), plain.score_all(contexts))
     assert not np.array_equal(refit.score_all(contexts), selection.score_all(contexts))
@@ -243,6 +252,9 @@ def test_score_all_of_many_contexts_matches_score() -> None:
         {"lr": 0.0},
         {"val_subjects": 0},
         {"mask_seen": True, "label_smoothing": 0.1},
+        {"ema": 1.0},
+        {"lr_decay": "cosine"},
+        {"decay_epochs": 0},
         {"mask_seen": True, "loss": "sampled"},
     ],
 )

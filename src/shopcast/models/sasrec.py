@@ -14,8 +14,10 @@ three items holds out its last item; training stops after ``patience`` epochs wi
 a better NDCG@10 on those items (full ranking, the subject's earlier items excluded)
 or after ``max_seconds``, and the best epoch is kept. With ``refit`` (the default) a
 fresh network is then trained on every item, held-out ones included, for that many
-epochs (bit-for-bit what ``holdout=False, epochs=best_epoch_`` gives); ``max_seconds``
-bounds both runs together.
+epochs (bit-for-bit what ``holdout=False, epochs=best_epoch_, decay_epochs=epochs``
+gives); ``max_seconds`` bounds both runs together. Options: ``lr_decay="linear"`` (to 0
+at ``decay_epochs``, default ``epochs``) and ``ema`` (validate and keep an exponential
+moving average of the weights, this decay per step).
 
 Scores are next-item probabilities for ``context.recent_items`` (the live session:
 only the context is read, not the subject's fitted history); an empty context gets
@@ -75,6 +77,7 @@ BUCKET_BATCHES = 32
 #: Below this many training targets one thread is faster than several.
 SMALL_DATA_TARGETS = 20_000
 _LOSSES = ("full", "sampled")
+_LR_DECAYS = ("none", "linear")
 _POSITIONS = ("start", "end")
 
 
@@ -162,7 +165,10 @@ class SASRec:
         dropout: float = 0.5,
         attn_dropout: float = 0.5,
         lr: float = 1e-3,
+        lr_decay: str = "none",
+        decay_epochs: int | None = None,
         weight_decay: float = 0.0,
+        ema: float = 0.0,
         batch_size: int = 128,
         epochs: int = 200,
         patience: int = 10,
@@ -206,6 +212,12 @@ class SASRec:
                 raise ConfigError(f"{label} must be in [0, 1), got {p}")
         if mask_seen and (label_smoothing or loss != "full"):
             raise ConfigError("mask_seen needs loss='full' and no label_smoothing")
+        if lr_decay not in _LR_DECAYS:
+            raise ConfigError(f"lr_decay must be one of {', '.join(_LR_DECAYS)}, got {lr_decay!r}")
+        if decay_epochs is not None and decay_epochs < 1:
+            raise ConfigError(f"decay_epochs must be >= 1, got {decay_epochs}")
+        if not 0 <= ema < 1:
+            raise ConfigError(f"ema must be in [0, 1), got {ema}")
         if loss not in _LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(_LOSSES)}, got {loss!r}")
         if positions not in _POSITIONS:
@@ -227,6 +239,9 @@ class SASRec:
         self.attn_dropout = attn_dropout
         self.lr = check_positive("lr", lr)
         self.weight_decay = weight_decay
+        self.lr_decay = lr_decay
+        self.decay_epochs = decay_epochs
+        self.ema = ema
         self.batch_size = batch_size
         self.epochs = epochs
         self.patience = patience
@@ -259,6 +274,9 @@ class SASRec:
             "attn_dropout": self.attn_dropout,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
+            "lr_decay": self.lr_decay,
+            "decay_epochs": self.decay_epochs,
+            "ema": self.ema,
             "batch_size": self.batch_size,
             "epochs": self.epochs,
             "patience": self.patience,
@@ -355,16 +373,22 @@ class SASRec:
         rng = np.random.default_rng(self.seed)
         net = self._build(tnet)
         net.reset()
-        self.net_ = net
+        # With ``ema`` the scored network is a moving average of the trained one.
+        self.net_ = copy.deepcopy(net) if self.ema else net
+        average: list[torch.Tensor] | None = list(self.net_.parameters()) if self.ema else None
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         best_state: dict[str, torch.Tensor] | None = None
         stale = 0
         train_seconds = 0.0
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            loss = self._epoch(tnet, net, opt, rows, rng)
+            if self.lr_decay == "linear":  # the same horizon in the refit
+                horizon = self.decay_epochs or self.epochs
+                for group in opt.param_groups:
+                    group["lr"] = self.lr * max(0.0, 1.0 - (epoch - 1) / horizon)
+            loss = self._epoch(tnet, net, opt, rows, rng, average)
             train_seconds += time.perf_counter() - start
-            net.eval()
+            self.net_.eval()
             metric = math.nan
             if validate is not None:
                 self._refresh()
@@ -381,7 +405,7 @@ class SASRec:
                 self.best_epoch_ = epoch
             elif math.isnan(self.best_val_) or metric > self.best_val_:
                 self.best_epoch_, self.best_val_, stale = epoch, metric, 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
             else:
                 stale += 1
             if stale >= self.patience:
@@ -391,8 +415,8 @@ class SASRec:
                 if time.perf_counter() - t0 + reserve > self.max_seconds:
                     break
         if best_state is not None:
-            net.load_state_dict(best_state)
-        net.eval()
+            self.net_.load_state_dict(best_state)
+        self.net_.eval()
 
     def _build(self, tnet: Any) -> Net:
         net: Net = tnet.Net(
@@ -437,8 +461,17 @@ class SASRec:
                 rows.targets.append(w[1:])
         return rows
 
-    def _epoch(self, tnet: Any, net: Net, opt: Any, rows: _Rows, rng: np.random.Generator) -> float:
-        """One pass over ``rows`` in a random order; the mean loss per target."""
+    def _epoch(
+        self,
+        tnet: Any,
+        net: Net,
+        opt: Any,
+        rows: _Rows,
+        rng: np.random.Generator,
+        average: list[torch.Tensor] | None,
+    ) -> float:
+        """One pass over ``rows`` in a random order; the mean loss per target. After
+        each step ``average`` (parameters of the moving average) moves toward ``net``'s."""
         import torch
 
         net.train()
@@ -468,6 +501,9 @@ class SASRec:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(average, list(net.parameters()), 1.0 - self.ema)
             n = int(ys.shape[0])
             total += float(loss.detach()) * n
             count += n
