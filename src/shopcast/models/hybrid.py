@@ -33,9 +33,12 @@ the training data (random ratings, or the end of the time span) picks the epoch 
 everything for that many epochs. ``ensemble`` > 1 trains that many members (seeds
 ``seed``, ``seed + 1``, …; with ``refit`` they share the first member's epoch count)
 and averages their ``<u, v> + b_u + b_i``: cached rows hold the members' factors side
-by side, so scoring costs one inner product. ``progress`` receives each epoch's ``EpochReport``;
-``fit_seconds_`` and ``peak_rss_mb_`` record wall time and peak memory. Saved as
-``meta.json`` + ``arrays.npz`` (no pickle).
+by side, so scoring costs one inner product. The learning rate is multiplied by
+``lr_decay`` after each epoch; with ``ema`` > 0 the weights kept (and validated) are an
+exponential moving average of the trained ones, updated after every step.
+``progress`` receives each epoch's ``EpochReport``; ``fit_seconds_`` and
+``peak_rss_mb_`` record wall time and peak memory. Saved as ``meta.json`` +
+``arrays.npz`` (no pickle).
 """
 
 from __future__ import annotations
@@ -193,6 +196,8 @@ class _Hybrid:
         id_dropout: float = 0.1,
         init_std: float = 0.01,
         lr: float = 2e-3,
+        lr_decay: float = 1.0,
+        ema: float = 0.0,
         weight_decay: float = 1e-4,
         batch_size: int = 2048,
         epochs: int = 40,
@@ -238,6 +243,10 @@ class _Hybrid:
         self.id_dropout = id_dropout
         self.init_std = check_positive("init_std", init_std)
         self.lr = check_positive("lr", lr)
+        if not 0 < lr_decay <= 1 or not 0 <= ema < 1:
+            raise ConfigError(f"lr_decay must be in (0, 1] and ema in [0, 1): {lr_decay}, {ema}")
+        self.lr_decay = lr_decay
+        self.ema = ema
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.epochs = epochs
@@ -261,7 +270,7 @@ class _Hybrid:
     def _params(self) -> dict[str, Any]:
         """Constructor arguments as JSON (side features are saved as learned state)."""
         names = (
-            "dim", "hidden", "layers", "dropout", "id_dropout", "init_std", "lr",
+            "dim", "hidden", "layers", "dropout", "id_dropout", "init_std", "lr", "lr_decay", "ema",
             "weight_decay", "batch_size", "epochs", "patience", "ensemble", "holdout", "refit",
             "min_token_count", "text_terms", "seed", "threads", *self._extra_params,
         )  # fmt: skip
@@ -461,9 +470,16 @@ class _Hybrid:
         rng = np.random.default_rng(seed)
         net = self._build_net(tnet)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # With ``ema``, an exponential moving average of the weights is what is validated
+        # and kept (``net`` trains, ``kept`` follows it).
+        kept = self._build_net(tnet) if self.ema > 0 else net
+        if kept is not net:
+            kept.load_state_dict(net.state_dict())
         best_val, best_epoch, waited = math.nan, epochs, 0
         best_state: dict[str, torch.Tensor] | None = None
         for epoch in range(1, epochs + 1):
+            for group in opt.param_groups:
+                group["lr"] = self.lr * self.lr_decay ** (epoch - 1)
             net.train()
             total, count = 0.0, 0
             for batch in phase.batches(rng, self.batch_size):
@@ -471,12 +487,16 @@ class _Hybrid:
                 opt.zero_grad()
                 loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
+                if kept is not net:
+                    with torch.no_grad():
+                        for mine, theirs in zip(kept.parameters(), net.parameters(), strict=True):
+                            mine.mul_(self.ema).add_(theirs, alpha=1.0 - self.ema)
                 total += float(loss.detach()) * batch.shape[0]
                 count += batch.shape[0]
             val = math.nan
             if validate:
-                net.eval()
-                val = phase.validate([net])
+                kept.eval()
+                val = phase.validate([kept])
             seconds = time.perf_counter() - t0
             report = EpochReport(epoch, total / max(count, 1), val, seconds, not validate)
             self.history_.append(report)
@@ -485,15 +505,15 @@ class _Hybrid:
             if validate and not math.isnan(val):
                 if math.isnan(best_val) or phase.better(val, best_val):
                     best_val, best_epoch, waited = val, epoch, 0
-                    best_state = {k: v.clone() for k, v in net.state_dict().items()}
+                    best_state = {k: v.clone() for k, v in kept.state_dict().items()}
                 else:
                     waited += 1
                     if waited >= self.patience:
                         break
         if best_state is not None:
-            net.load_state_dict(best_state)
-        net.eval()
-        return net, best_epoch, best_val
+            kept.load_state_dict(best_state)
+        kept.eval()
+        return kept, best_epoch, best_val
 
     def _train(
         self, holdout: _Phase | None, final: _Phase, progress: Progress | None, t0: float
@@ -887,6 +907,8 @@ class HybridRating(_Hybrid):
         id_dropout: float = 0.1,
         init_std: float = 0.01,
         lr: float = 2e-3,
+        lr_decay: float = 1.0,
+        ema: float = 0.0,
         weight_decay: float = 1e-4,
         batch_size: int = 2048,
         epochs: int = 40,
@@ -910,6 +932,8 @@ class HybridRating(_Hybrid):
             id_dropout=id_dropout,
             init_std=init_std,
             lr=lr,
+            lr_decay=lr_decay,
+            ema=ema,
             weight_decay=weight_decay,
             batch_size=batch_size,
             epochs=epochs,
@@ -1433,6 +1457,8 @@ class HybridRanker(_Hybrid):
         id_dropout: float = 0.1,
         init_std: float = 0.01,
         lr: float = 2e-3,
+        lr_decay: float = 1.0,
+        ema: float = 0.0,
         weight_decay: float = 1e-4,
         batch_size: int = 256,
         epochs: int = 40,
@@ -1456,6 +1482,8 @@ class HybridRanker(_Hybrid):
             id_dropout=id_dropout,
             init_std=init_std,
             lr=lr,
+            lr_decay=lr_decay,
+            ema=ema,
             weight_decay=weight_decay,
             batch_size=batch_size,
             epochs=epochs,
