@@ -37,8 +37,12 @@ PRIMARY = {"q1": "RMSE", "q2": "NDCG@10", "q3": "NDCG@10"}
 
 
 def _rows(result: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
-    out = [("Shopcast", n, r) for n, r in result.get("models", {}).items()]
-    return out + [("peer", n, r) for n, r in result.get("peers", {}).items()]
+    """``(kind, name, metrics)``; a name that is both a model and a peer (the same run,
+    e.g. EASE) is one row of kind "Shopcast = peer"."""
+    models = result.get("models", {})
+    peers = result.get("peers", {})
+    out = [("Shopcast = peer" if n in peers else "Shopcast", n, r) for n, r in models.items()]
+    return out + [("peer", n, r) for n, r in peers.items() if n not in models]
 
 
 def _columns(result: Mapping[str, Any]) -> list[str]:
@@ -134,7 +138,7 @@ def plot(result: Mapping[str, Any], stem: Path) -> list[Path]:
         bars = [(k, n, float(r[primary])) for k, n, r in rows if isinstance(r.get(primary), float)]
         names = [n for _, n, _ in bars]
         values = [v for _, _, v in bars]
-        colors = ["tab:blue" if k == "Shopcast" else "tab:gray" for k, _, _ in bars]
+        colors = ["tab:gray" if k == "peer" else "tab:blue" for k, _, _ in bars]
         fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) + 2), 4))
         ax.bar(names, values, color=colors)
         ax.set_ylabel(primary)
