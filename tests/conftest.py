@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,3 +70,59 @@ def shop_client(settings: Settings, small_shop: SimulatedShop) -> Iterator[TestC
     store.close()
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+# --- Real services (Redis, PostgreSQL) -------------------------------------------------------
+# Tests that need them use these fixtures. Locally they skip when a service is down; CI sets
+# SHOPCAST_REQUIRE_SERVICES=1 (in .ci/run, after starting both), which turns a skip into a failure.
+REDIS_URL = os.environ.get("SHOPCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "SHOPCAST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _service_missing(name: str, error: Exception) -> None:
+    if os.environ.get("SHOPCAST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{name} is required (SHOPCAST_REQUIRE_SERVICES=1) but unreachable: {error}")
+    pytest.skip(f"{name} unreachable: {error}")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis URL plus a unique key prefix (``?prefix=`` query) owned by this test.
+
+    Every key under the prefix is deleted afterwards; nothing else in the server is touched
+    (other processes share it)."""
+    try:
+        import redis
+    except ImportError as e:  # pragma: no cover - the dev extra installs it
+        _service_missing("redis (python package)", e)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except Exception as e:
+        _service_missing("Redis", e)
+    prefix = f"sctest:{uuid.uuid4().hex[:12]}:"
+    yield f"{REDIS_URL}?prefix={prefix}"
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose ``options`` put every table in a fresh schema, dropped afterwards."""
+    try:
+        import psycopg
+    except ImportError as e:  # pragma: no cover
+        _service_missing("psycopg", e)
+    schema = f"sctest_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except Exception as e:
+        _service_missing("PostgreSQL", e)
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
