@@ -51,6 +51,7 @@ from shopcast.features.live import LiveItemFeatures
 from shopcast.features.profile_index import ProfileIndex
 from shopcast.models import Interactions, Vocabulary
 from shopcast.models._base import FloatArray, IntArray
+from shopcast.privacy.consent import declined
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.pipeline import SCENES, RecommendPipeline
 from shopcast.serving.ranker import (
@@ -295,6 +296,16 @@ def _targets(
     return relevant
 
 
+def without_declined(frame: pl.DataFrame, users: Iterable[User]) -> pl.DataFrame:
+    """``frame`` without the events of users who declined personalization: as for the
+    personalized models, their events neither train the ranker (cuts, labels) nor
+    reach its features (candidate models, profiles, live sessions)."""
+    excluded = sorted(declined({u.user_id: u for u in users}))
+    if not excluded:
+        return frame
+    return frame.filter(pl.col("user_id").is_null() | ~pl.col("user_id").is_in(excluded))
+
+
 def build_dataset(
     frame: pl.DataFrame,
     items: Iterable[Item],
@@ -311,6 +322,8 @@ def build_dataset(
     report = progress or (lambda _stage: None)
     started = time.perf_counter()
     catalog_items = list(items)
+    users = list(users)
+    frame = without_declined(frame, users)
     log = _Log(frame)
     n = len(log)
     if n < 10:
@@ -574,9 +587,7 @@ def attach_ranker(
     """
     report = progress or (lambda _stage: None)
     users = list(users)
-    declined = [u.user_id for u in users if u.consent.get("personalization", True) is False]
-    if declined:  # as for the personalized models: their events do not train it
-        frame = frame.filter(~pl.col("user_id").is_in(declined) | pl.col("user_id").is_null())
+    frame = without_declined(frame, users)
     n = frame.filter(pl.col("item_id").is_not_null()).height
     info: dict[str, Any] = {"events": n}
     if not required and n < MIN_EVENTS:
@@ -622,4 +633,5 @@ __all__ = [
     "ndcg_per_group",
     "summary",
     "train_ranker",
+    "without_declined",
 ]
