@@ -1,0 +1,81 @@
+"""The push engine's SQLite connection (WAL, ``synchronous=FULL``), shared by the
+outbox and the trigger state. Tables are ``push_*`` with their own schema version in
+``push_meta``, so they can live in the store's file beside the event log."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shopcast.errors import StorageError
+from shopcast.storage._sqlite import BUSY_TIMEOUT_S, sqlite_path
+
+
+class PushDatabase:
+    """One connection guarded by a lock; ``write`` is one ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, url: str, *, schema: Iterable[str], name: str, version: int = 1) -> None:
+        self.path = sqlite_path(url)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        try:
+            self._migrate(list(schema), name, version)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _migrate(self, schema: list[str], name: str, version: int) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS push_meta (name TEXT PRIMARY KEY, version INTEGER)"
+            )
+            row = conn.execute("SELECT version FROM push_meta WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] > version:
+                raise StorageError(
+                    f"SQLite database {self.path!r}: push {name} schema version {row[0]}; "
+                    f"this shopcast knows versions up to {version}"
+                )
+            if row is None:
+                for statement in schema:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO push_meta VALUES (?, ?)", (name, version))
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._errors():
+            yield self._conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._errors():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite database {self.path!r}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
