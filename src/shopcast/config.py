@@ -316,6 +316,120 @@ class PrivacySettings(BaseModel):
         return self
 
 
+class StateSettings(BaseModel):
+    """Online state shared by API processes and workers (``shopcast.online``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        "memory://",
+        description="memory:// (in-process, default) or redis://HOST:PORT/DB[?prefix=P]",
+    )
+    session_ttl_s: float = Field(
+        7 * 86_400.0, gt=0, description="A live session idle this long leaves Redis"
+    )
+    counter_ttl_s: float = Field(
+        30 * 86_400.0, gt=0, description="Lifetime of online popularity/co-visitation deltas"
+    )
+    stream_maxlen: int = Field(
+        1_000_000, ge=1000, description="Events kept in the Redis stream (approximate trim)"
+    )
+    dedupe_ttl_s: float = Field(
+        7 * 86_400.0, gt=0, description="How long a worker remembers an applied event id"
+    )
+    covisit_window: int = Field(
+        5, ge=1, le=100, description="Recent items per shopper paired with each new event"
+    )
+    retry_s: float = Field(
+        1.0, gt=0, description="After a Redis failure, calls skip Redis this long (degraded)"
+    )
+    timeout_s: float = Field(0.25, gt=0, description="Redis socket timeout")
+
+    @field_validator("url")
+    @classmethod
+    def _state_url(cls, v: str) -> str:
+        if v.split("://", 1)[0].lower() not in ("memory", "redis", "rediss", "unix"):
+            raise ValueError(f"{v!r}: expected memory:// or redis://HOST:PORT/DB")
+        return v
+
+
+class FeedbackSettings(BaseModel):
+    """Attribution and online metrics (``shopcast.feedback``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    click_window_s: float = Field(
+        3600.0, gt=0, description="A click counts for an impression shown at most this long before"
+    )
+    purchase_window_s: float = Field(
+        86_400.0, gt=0, description="Carts/purchases count for a click at most this long before"
+    )
+    windows_s: list[float] = Field(
+        default_factory=lambda: [3600.0, 86_400.0],
+        description="Windows of the online metrics (GET /v1/metrics, /metrics)",
+    )
+    horizon_s: float = Field(
+        7 * 86_400.0, gt=0, description="How far back feedback is kept in memory for metrics"
+    )
+    cache_s: float = Field(5.0, ge=0, description="Metrics are recomputed at most this often")
+
+    @field_validator("windows_s")
+    @classmethod
+    def _windows(cls, v: list[float]) -> list[float]:
+        if not v or any(w <= 0 for w in v):
+            raise ValueError("windows_s: one or more positive windows in seconds")
+        return v
+
+
+class ExperimentSettings(BaseModel):
+    """A/B experiments and exploration (``shopcast.experiments``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance level of reports")
+    exploration: Literal["off", "epsilon", "thompson"] = Field(
+        "off", description="Explore a share of slots: uniform (epsilon) or Thompson sampling"
+    )
+    exploration_share: float = Field(
+        0.05, ge=0, le=1, description="Probability that a slot is explored"
+    )
+    thompson_draws: int = Field(
+        200, ge=10, le=100_000, description="Monte Carlo draws estimating Thompson propensities"
+    )
+    exploration_seed: int | None = Field(None, description="Seed (tests); None: random")
+
+
+class ContinuousSettings(BaseModel):
+    """Background retraining with a quality gate and rollback (``shopcast.training``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Run the retrain loop in this server process")
+    check_interval_s: float = Field(300.0, gt=0, description="How often the loop looks")
+    retrain_interval_s: float = Field(
+        86_400.0, gt=0, description="Retrain when the model in service is this old"
+    )
+    drift_threshold: float = Field(
+        0.2, gt=0, le=1, description="Retrain early when item drift (JS divergence) exceeds it"
+    )
+    min_new_events: int = Field(1000, ge=1, description="No retrain before this many new events")
+    warm_start: bool = Field(
+        True, description="Start from the model in service and learn only the new events"
+    )
+    holdout_s: float = Field(86_400.0, gt=0, description="Recent window the quality gate tests")
+    holdout_events: int = Field(500, ge=10, description="Holdout events sampled by the gate")
+    tolerance: float = Field(
+        0.0, ge=0, lt=1, description="Promote when not worse than the incumbent by this share"
+    )
+    guard_s: float = Field(
+        3600.0, gt=0, description="After a promotion, watch online CTR this long for a drop"
+    )
+    guard_min_impressions: int = Field(2000, ge=10)
+    max_ctr_drop: float = Field(
+        0.1, gt=0, lt=1, description="Roll back on a significant CTR drop larger than this share"
+    )
+
+
 class Settings(BaseSettings):
     """All of Shopcast's configuration."""
 
@@ -340,6 +454,10 @@ class Settings(BaseSettings):
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
+    continuous: ContinuousSettings = Field(default_factory=ContinuousSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
 
     @classmethod
     def settings_customise_sources(

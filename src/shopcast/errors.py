@@ -13,10 +13,13 @@ Hierarchy::
     ├── NotFoundError              unknown user, item, model, dataset (HTTP 404)
     │   └── DatasetNotFoundError   a dataset's files are not where we looked
     ├── StorageError               a backend failed or was given a bad URL
-    │   └── UnknownBackendError    no backend for that URL scheme
+    │   ├── UnknownBackendError    no backend for that URL scheme
+    │   ├── StateUnavailableError  the online-state server (Redis) is unreachable (HTTP 503)
+    │   └── StorageUnavailableError the database is unreachable for now (HTTP 503, ``retry_after``)
     ├── ModelError                 a model used before fit, or a bad saved model
     │   ├── NotFittedError
     │   └── NoRollbackError        no earlier version to roll back to (HTTP 409)
+    ├── ConflictError              a request that clashes with the current state (HTTP 409)
     └── MissingDependencyError     an optional extra is not installed
 
 Each error has an ``http_status`` and a stable ``code`` so the API and the CLI
@@ -125,6 +128,29 @@ class UnknownBackendError(StorageError):
     code = "unknown_backend"
 
 
+class StateUnavailableError(StorageError):
+    """The shared online state (Redis) cannot be reached; callers degrade, not fail."""
+
+    http_status = 503
+    code = "state_unavailable"
+
+
+class StorageUnavailableError(StorageError):
+    """The database cannot be reached now (restart, failover, network): the request was
+    not acknowledged and can be retried after ``retry_after`` seconds (event writes are
+    idempotent by ``event_id``)."""
+
+    http_status = 503
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retry_after": round(self.retry_after, 3)}
+
+
 class ModelError(ShopcastError):
     code = "model_error"
 
@@ -136,6 +162,13 @@ class NotFittedError(ModelError):
 class NoRollbackError(ModelError):
     http_status = 409
     code = "nothing_to_roll_back"
+
+
+class ConflictError(ShopcastError):
+    """E.g. two running experiments on one scene, promoting a stopped experiment's loser."""
+
+    http_status = 409
+    code = "conflict"
 
 
 class MissingDependencyError(ShopcastError):
