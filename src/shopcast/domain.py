@@ -348,6 +348,10 @@ class RecommendedItem(BaseModel):
     title: str | None = None
     category: list[str] = Field(default_factory=list)
     price: float | None = None
+    explored: bool = Field(False, description="Chosen by exploration, not by the ranking")
+    propensity: float | None = Field(
+        None, description="Probability the explorer picked this item for this slot"
+    )
 
 
 class Recommendation(BaseModel):
@@ -362,3 +366,5 @@ class Recommendation(BaseModel):
     degraded: list[str] = Field(
         default_factory=list, description="Sources that failed and were skipped"
     )
+    experiment: str | None = Field(None, description="Experiment the shopper is in")
+    variant: str | None = Field(None, description="The experiment's variant served")

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from shopcast.domain import Event, EventType, Recommendation
+from shopcast.domain import ContextValue, Event, EventType, Recommendation, RecommendedItem
 from shopcast.storage import EventLog
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,24 @@ def impressions_of(rec: Recommendation, at: float) -> list[Event]:
                 "source": item.source,
                 "model_version": rec.model_version,
                 "sponsored": item.sponsored,
+                **_experiment_context(rec, item),
             },
         )
         for pos, item in enumerate(rec.items, start=1)
     ]
+
+
+def _experiment_context(rec: Recommendation, item: RecommendedItem) -> dict[str, ContextValue]:
+    """Experiment, variant and exploration fields, only when there are some."""
+    out: dict[str, ContextValue] = {}
+    if rec.experiment is not None:
+        out["experiment"] = rec.experiment
+        out["variant"] = rec.variant
+    if item.explored:
+        out["explored"] = True
+    if item.propensity is not None:
+        out["propensity"] = item.propensity
+    return out
 
 
 class ImpressionLog:
