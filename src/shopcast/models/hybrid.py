@@ -364,6 +364,38 @@ class _Hybrid:
             )
         self._refresh()
 
+    # -- erasure -------------------------------------------------------------------------
+
+    def forget(self, subjects: Sequence[str]) -> int:
+        """Drop what the model holds of ``subjects`` (``u:<id>`` / ``s:<id>``) at once:
+        their key (the stored id), their profile features, their id embedding (the id
+        column goes unused) and their behaviour rows, so that they are scored as unknown
+        shoppers from then on and a saved copy holds nothing of them. The tower weights
+        keep their share of the training signal until the scheduled retrain.
+        Returns how many rows were dropped (unknown subjects are ignored)."""
+        require_fitted(self, "nets_")
+        row_of = self._row_of
+        rows = np.unique(np.asarray([row_of[s] for s in subjects if s in row_of], np.int64))
+        if not rows.size:
+            return 0
+        keep = np.arange(self.user_static_.rows, dtype=np.int64)
+        keep[rows] = -1  # take() leaves rows outside the bag empty
+        self.user_static_ = self.user_static_.take(keep)
+        trained = np.array(self.user_trained_, dtype=np.bool_, copy=True)
+        trained[rows] = False
+        self.user_trained_ = trained
+        keys = list(self.user_keys_)
+        for r in rows.tolist():
+            keys[r] = f"forgotten:{r}"  # a tombstone: subject keys start with u: or s:
+        self.user_keys_ = keys
+        self._row_cache = {k: r for r, k in enumerate(keys)}
+        self._forget_rows(rows)
+        return int(rows.size)
+
+    def _forget_rows(self, rows: IntArray) -> None:
+        """Drop the head's own per-user state of user ``rows`` (behaviour, caches)."""
+        raise NotImplementedError
+
     # -- bags and towers -----------------------------------------------------------------
 
     @staticmethod
@@ -756,6 +788,17 @@ class _Hist:
             ok &= keys[pos] == want
         return np.where(ok, pos, -1).astype(np.int64)
 
+    def without(self, rows: IntArray, others: IntArray) -> _Hist:
+        """This history without the entries of ``rows`` nor those whose entity on the
+        other side is one of ``others``."""
+        n_rows = self.offsets.shape[0] - 1
+        row_of = _rows_of(self.offsets)
+        drop = np.isin(row_of, rows) | np.isin(self.other, others)
+        keep = ~drop
+        counts = np.bincount(row_of[keep], minlength=n_rows)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return _Hist(self.col[keep], self.other[keep], self.weight[keep], offsets)
+
     def arrays(self, prefix: str) -> dict[str, np.ndarray[Any, Any]]:
         return {
             f"{prefix}col": self.col,
@@ -1045,6 +1088,14 @@ class HybridRating(_Hybrid):
         unknown = np.array([self.n_user_ids_])
         bag = FeatureBag(unknown, np.ones(1), np.array([0, 1]))
         self.z_unknown_ = self._member_rows(True, bag, unknown)[0]
+
+    def _forget_rows(self, rows: IntArray) -> None:
+        """The users' own ratings leave both sides' behaviour: their rows and the
+        items' bags (items' cached tower outputs recomputed); their rows become the
+        unknown user's."""
+        self.user_hist_ = self.user_hist_.without(rows, np.empty(0, np.int64))
+        self.item_hist_ = self.item_hist_.without(np.empty(0, np.int64), rows)
+        self._refresh()
 
     def _user_rows(self, user: IntArray) -> FloatArray:
         u = np.asarray(user, dtype=np.int64)
@@ -1550,6 +1601,20 @@ class HybridRanker(_Hybrid):
             raise ModelError("no baskets to learn from")
         self._train(holdout, final, progress, t0)
         return self
+
+    def _forget_rows(self, rows: IntArray) -> None:
+        """The users' histories (the behaviour part of their tower) are emptied."""
+        n_hist = self.hist_offsets_.shape[0] - 1
+        rows = rows[rows < n_hist]
+        if not rows.size:
+            return
+        row_of = _rows_of(self.hist_offsets_)
+        keep = ~np.isin(row_of, rows)
+        counts = np.bincount(row_of[keep], minlength=n_hist)
+        self.hist_offsets_ = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.hist_item_ = self.hist_item_[keep]
+        self.hist_weight_ = self.hist_weight_[keep]
+        self.hist_ts_ = self.hist_ts_[keep]
 
     def _history_bag(
         self, item: IntArray, weight: FloatArray, ts: FloatArray, offsets: IntArray, now: FloatArray
