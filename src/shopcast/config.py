@@ -22,10 +22,11 @@ import base64
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -430,6 +431,228 @@ class ContinuousSettings(BaseModel):
     )
 
 
+def parse_duration(value: object) -> float:
+    """Seconds from a number (seconds) or text: ``"90s"``, ``"30m"``, ``"2h"``, ``"3d"``."""
+    if isinstance(value, bool):
+        raise ValueError("must be seconds or a duration like '30m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", value)
+        if m is None:
+            raise ValueError(f"{value!r} is not a duration; use e.g. '5s', '30m', '2h', '3d'")
+        unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+        seconds = float(m.group(1)) * unit[m.group(2) or "s"]
+    else:
+        raise ValueError("must be seconds or a duration like '30m'")
+    if not 0 <= seconds < 1e9:
+        raise ValueError("must be between 0 and 1e9 seconds")
+    return seconds
+
+
+#: Seconds, written as a number or as ``"30m"``, ``"3d"`` … in TOML and JSON.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+PUSH_TRIGGERS = (
+    "cart_abandonment",
+    "browse_abandonment",
+    "price_drop",
+    "back_in_stock",
+    "after_sales",
+    "complementary",
+    "promotion",
+    "new_arrivals",
+    "replenishment",
+    "session_nudge",
+)
+
+
+class PushTriggerSettings(BaseModel):
+    """One push trigger (``shopcast.push.triggers``). ``delay`` is how long after the
+    event the trigger fires (cart abandonment: no purchase within it); ``views``,
+    ``window``, ``min_drop``, ``lead`` and ``min_score`` are read by the triggers that
+    name them in their docstring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    delay: Duration = Field(0.0, description="Wait after the event before firing")
+    priority: int = Field(50, ge=0, le=1000, description="Higher wins among competing pushes")
+    max_per_day: int | None = Field(1, ge=0, description="Per user for this trigger (None: no cap)")
+    holdout: float = Field(0.1, ge=0, lt=1, description="Share of users held out (lift)")
+    channels: list[Literal["live", "webhook"]] = Field(default_factory=lambda: ["live", "webhook"])
+    items: int = Field(4, ge=1, le=20, description="Items per message")
+    title: str | None = Field(None, description="Template; {item} is the first item's title")
+    body: str | None = None
+    views: int = Field(3, ge=1, description="Views that show intent (browse, session nudge)")
+    window: Duration = Field(1800.0, description="Look-back of views / interest")
+    min_drop: float = Field(0.05, gt=0, lt=1, description="Price drop that counts (fraction)")
+    lead: Duration = Field(0.0, description="Replenishment: remind this long before due")
+    min_score: float = Field(0.0, ge=0, description="Targeting score a promotion needs")
+
+
+def _push_trigger_defaults() -> dict[str, PushTriggerSettings]:
+    t = PushTriggerSettings
+    return {
+        "cart_abandonment": t(delay=1800, priority=80, window=7 * 86400),
+        "browse_abandonment": t(delay=3600, priority=40, window=86400),
+        "price_drop": t(priority=70, window=30 * 86400),
+        "back_in_stock": t(priority=75, window=30 * 86400),
+        "after_sales": t(delay=86400, priority=30, channels=["webhook"]),
+        "complementary": t(delay=3 * 86400, priority=35),
+        "promotion": t(priority=20, max_per_day=1, min_score=0.05),
+        "new_arrivals": t(priority=25, min_score=0.05),
+        "replenishment": t(priority=60, lead=86400),
+        "session_nudge": t(priority=90, channels=["live"], max_per_day=3, window=600, holdout=0.1),
+    }
+
+
+class QuietHoursSettings(BaseModel):
+    """No push between ``start`` and ``end`` in the user's time zone (``User.timezone``,
+    else ``default_timezone``); ``defer`` sends it when they end, ``drop`` suppresses it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    start: str = Field("21:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    default_timezone: str = "UTC"
+    mode: Literal["defer", "drop"] = "defer"
+    exempt_triggers: list[str] = Field(
+        default_factory=lambda: ["session_nudge"], description="The shopper is on the site"
+    )
+
+
+class WebhookEndpointSettings(BaseModel):
+    """A receiver of push messages (the shop's e-mail / app-push backend)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str = Field(pattern=r"^https?://")
+    secret: SecretStr = Field(description="HMAC-SHA256 key of the signature (>= 16 chars)")
+    triggers: list[str] = Field(default_factory=list, description="All triggers when empty")
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("a webhook secret needs at least 16 characters")
+        return v
+
+
+class PushGuide(BaseModel):
+    """After-sales help attached to an item or a category (sent by ``after_sales``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str
+    url: str | None = None
+    text: str | None = None
+    kind: Literal["guide", "care", "warranty"] = "guide"
+    item_id: str | None = None
+    category: str | None = Field(None, description="Any level name or full path 'A > B'")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PushGuide:
+        if (self.item_id is None) == (self.category is None):
+            raise ValueError("a guide names exactly one of item_id or category")
+        return self
+
+
+class PushPromotion(BaseModel):
+    """A coupon or campaign pushed to the users the targeting API ranks highest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    promotion_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    title: str
+    body: str = ""
+    coupon: str | None = None
+    item_id: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    text: str | None = None
+    limit: int = Field(100, ge=1, le=100_000, description="Users reached at most")
+    starts_at: float | None = Field(None, description="Epoch seconds; None: when run")
+
+    @model_validator(mode="after")
+    def _target(self) -> PushPromotion:
+        if not (self.item_id or self.category or self.brand or self.text):
+            raise ValueError("a promotion names an item_id, category, brand or text")
+        return self
+
+
+class PushSettings(BaseModel):
+    """The push engine (``shopcast.push``): triggers, policy, channels, outbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    outbox_url: str | None = Field(
+        None, description="sqlite:///PATH or memory://; None: the store's own SQLite file"
+    )
+    in_process: bool = Field(
+        True, description="The API runs triggers and the scheduler (False: a worker does)"
+    )
+    tick_interval_s: float = Field(1.0, gt=0, le=3600, description="Scheduler period")
+    daily_cap: int = Field(3, ge=0, description="Pushes per user per rolling 24 h")
+    weekly_cap: int = Field(10, ge=0, description="Pushes per user per rolling 7 days")
+    min_gap: Duration = Field(300.0, description="At least this between two pushes to a user")
+    no_repeat_days: float = Field(7.0, ge=0, description="An item is not pushed again within")
+    holdout_salt: str = Field("shopcast-holdout", min_length=1)
+    attribution_window: Duration = Field(3 * 86400.0, description="Push -> purchase window")
+    consent_required: dict[str, bool] = Field(
+        default_factory=lambda: {"live": False, "webhook": True},
+        description="Channel needs consent['push_<channel>'] = true (else only no opt-out)",
+    )
+    live_ttl: Duration = Field(600.0, description="A live push waits this long for a stream")
+    live_retry_s: float = Field(2.0, gt=0)
+    webhooks: list[WebhookEndpointSettings] = Field(default_factory=list)
+    retry_base_s: float = Field(5.0, gt=0, description="Webhook backoff: base * 2^(attempt-1)")
+    retry_max_s: float = Field(3600.0, gt=0)
+    max_attempts: int = Field(8, ge=1, le=100, description="Then the dead-letter list")
+    lease_s: float = Field(30.0, gt=0, description="A claimed delivery is reclaimable after")
+    heartbeat_s: float = Field(15.0, gt=0, description="SSE comment heartbeat period")
+    quiet_hours: QuietHoursSettings = Field(default_factory=QuietHoursSettings)
+    guides: list[PushGuide] = Field(default_factory=list)
+    promotions: list[PushPromotion] = Field(default_factory=list)
+    triggers: dict[str, PushTriggerSettings] = Field(default_factory=_push_trigger_defaults)
+
+    @field_validator("triggers", mode="before")
+    @classmethod
+    def _known_triggers(cls, v: Any) -> Any:
+        """Known names only; a trigger's fields override its own defaults one by one."""
+        if not isinstance(v, dict):
+            return v
+        unknown = sorted(set(v) - set(PUSH_TRIGGERS))
+        if unknown:
+            raise ValueError(f"unknown trigger(s) {unknown}; known: {', '.join(PUSH_TRIGGERS)}")
+        out: dict[str, Any] = {}
+        for name, default in _push_trigger_defaults().items():
+            raw = v.get(name)
+            if isinstance(raw, dict):
+                raw = {**default.model_dump(), **raw}
+            out[name] = default if raw is None else raw
+        return out
+
+    @field_validator("consent_required")
+    @classmethod
+    def _channels(cls, v: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(v) - {"live", "webhook"})
+        if unknown:
+            raise ValueError(f"unknown channel(s) {unknown}; known: live, webhook")
+        return {"live": False, "webhook": True, **v}
+
+    @field_validator("outbox_url")
+    @classmethod
+    def _outbox_url(cls, v: str | None) -> str | None:
+        if v is not None and v.split("://", 1)[0] not in ("sqlite", "memory"):
+            raise ValueError(f"{v!r}: use sqlite:///path.db or memory://")
+        return v
+
+
 class Settings(BaseSettings):
     """All of Shopcast's configuration."""
 
@@ -458,6 +681,7 @@ class Settings(BaseSettings):
     experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
     continuous: ContinuousSettings = Field(default_factory=ContinuousSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
 
     @classmethod
     def settings_customise_sources(
