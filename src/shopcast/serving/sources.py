@@ -16,8 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from shopcast.domain import EventType
 from shopcast.models import CoVisitation
-from shopcast.models._base import BatchScorer, Context, FloatArray, IntArray
+from shopcast.models._base import EVENT_CODES, BatchScorer, Context, FloatArray, IntArray
 from shopcast.serving.ann import VectorIndex
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.training.bundle import ModelBundle
@@ -257,6 +258,66 @@ class BuyAgainSource:
             return Candidates.empty()
         order = np.argsort(-np.asarray(scores), kind="stable")[:n]
         return Candidates(np.asarray(items, np.int64)[order], np.asarray(scores)[order])
+
+
+#: Event types that count as having looked at an item (a purchase does not: bought
+#: items are left out of "recently viewed").
+VIEWED_TYPES: tuple[EventType, ...] = (
+    EventType.VIEW,
+    EventType.CLICK,
+    EventType.FAVORITE,
+    EventType.ADD_TO_CART,
+    EventType.REMOVE_FROM_CART,
+)
+
+
+class RecentlyViewedSource:
+    """Items of the live session the shopper looked at but did not buy ("recently
+    viewed"), scored by recency and frequency.
+
+    Each look at an item adds ``2 ** -(events since it / half_life_events)`` times
+    ``2 ** -(age / half_life_hours)``: the latest item of a session scores highest, an
+    item looked at three times ranks above one looked at once, and a look from days
+    ago fades. Items the shopper bought (in the live session or before) are left out.
+    The scene's rules still apply downstream: what earlier pages of a listing showed,
+    the scene's own items (the product on the page, the cart) and the request's
+    ``exclude`` list never come back through this source.
+    """
+
+    name = "recently_viewed"
+
+    def __init__(self, half_life_events: float = 5.0, half_life_hours: float = 24.0) -> None:
+        if half_life_events <= 0 or half_life_hours <= 0:
+            raise ValueError("half lives must be > 0")
+        self.half_life_events = half_life_events
+        self.half_life_s = half_life_hours * 3600.0
+        self._viewed = np.zeros(max(EVENT_CODES.values()) + 1, dtype=bool)
+        self._viewed[[EVENT_CODES[t] for t in VIEWED_TYPES]] = True
+
+    def __call__(self, shopper: Shopper, request: RecommendRequest, n: int) -> Candidates:
+        ctx = shopper.context
+        items = ctx.recent_items
+        if not items.size or n <= 0:
+            return Candidates.empty()
+        types = ctx.recent_types
+        looked = (
+            self._viewed[np.clip(types, 0, self._viewed.shape[0] - 1)]
+            if types.shape == items.shape
+            else np.ones(items.shape[0], dtype=bool)
+        )
+        if shopper.purchases:
+            looked &= ~np.isin(items, np.fromiter(shopper.purchases, np.int64))
+        if not looked.any():
+            return Candidates.empty()
+        since = (items.shape[0] - 1 - np.arange(items.shape[0]))[looked]
+        weight = np.exp2(-since / self.half_life_events)
+        if ctx.recent_ts.shape == items.shape:
+            age = np.maximum(ctx.now - ctx.recent_ts[looked], 0.0)
+            weight = weight * np.exp2(-age / self.half_life_s)
+        pool, inverse = np.unique(items[looked], return_inverse=True)
+        scores = np.bincount(inverse.reshape(-1), weights=weight, minlength=pool.shape[0])
+        order = np.argsort(-scores, kind="stable")[:n]
+        return Candidates(pool[order].astype(np.int64), scores[order].astype(np.float64))
 
 
 class ContentNeighbours(Protocol):
