@@ -95,6 +95,14 @@ app.add_typer(
 )
 
 
+def _db_app() -> typer.Typer:
+    from shopcast.storage.cli import app as db_app
+
+    return db_app
+
+
+app.add_typer(_db_app(), name="db", help="The database: apply schema migrations.")
+
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 

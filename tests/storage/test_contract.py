@@ -397,6 +397,19 @@ class TestMemoryStore(StoreContract):
         store.close()
 
 
+class TestPostgresStore(StoreContract):
+    """The contract against a real PostgreSQL server, in a schema of this test's own."""
+
+    @pytest.fixture
+    def store(self, postgres_url: str) -> Iterator[Store]:
+        from shopcast.storage._postgres import PostgresStore
+
+        store = open_store(postgres_url)
+        assert isinstance(store, PostgresStore)
+        yield store
+        store.close()
+
+
 def _pragma(db: Path, name: str) -> Any:
     with sqlite3.connect(db) as conn:
         return conn.execute(f"PRAGMA {name}").fetchone()[0]

@@ -1,8 +1,9 @@
-"""Storage backends chosen by URL: ``sqlite:///path.db`` (default) or ``memory://``."""
+"""Storage backends chosen by URL: ``sqlite:///path.db`` (default), ``memory://`` or
+``postgresql://user@host:port/db`` (needs the ``scale`` extra)."""
 
 from __future__ import annotations
 
-from shopcast.errors import UnknownBackendError
+from shopcast.errors import MissingDependencyError, UnknownBackendError
 from shopcast.storage._protocols import (
     EVENT_COLUMNS,
     AppendResult,
@@ -36,4 +37,12 @@ def open_store(url: str) -> Store:
         from shopcast.storage._memory import MemoryStore
 
         return MemoryStore(url)
-    raise UnknownBackendError(f"no storage backend for {url!r}; use sqlite:///path.db or memory://")
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from shopcast.storage._postgres import PostgresStore
+        except ImportError as exc:
+            raise MissingDependencyError("psycopg", "scale") from exc
+        return PostgresStore(url)
+    raise UnknownBackendError(
+        f"no storage backend for {url!r}; use sqlite:///path.db, memory:// or postgresql://..."
+    )

@@ -1,0 +1,74 @@
+"""Schema migrations of the PostgreSQL backend (Alembic, scripts in ``pg_migrations/``).
+
+``ensure_schema`` runs on every open: it reads the schema's revision with one query and
+runs Alembic only when the schema is behind (first open of an empty schema, or after an
+upgrade of Shopcast). Several processes opening at once are serialized by an advisory
+lock per schema, so each migration runs once. ``shopcast db upgrade`` calls ``upgrade``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from shopcast.errors import StorageError
+
+#: The newest revision this version of Shopcast knows (tests check it is Alembic's head).
+HEAD = "0001"
+#: Every revision, oldest first.
+REVISIONS = ("0001",)
+SCRIPT_LOCATION = Path(__file__).parent / "pg_migrations"
+_LOCK = "SELECT pg_advisory_xact_lock(hashtext('shopcast-migrate:' || current_schema()))"
+
+
+def revision(conn: Any) -> str | None:
+    """The schema's Alembic revision, or None when it has never been migrated.
+
+    ``conn`` is a psycopg connection (plain, or the one under a SQLAlchemy connection)."""
+    row = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return None
+    found = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return None if found is None else str(found[0])
+
+
+def ensure_schema(conninfo: str) -> None:
+    """Bring the schema to ``HEAD``; refuse one written by a newer Shopcast."""
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+        current = revision(conn)
+    if current == HEAD:
+        return
+    upgrade(conninfo)
+
+
+def upgrade(conninfo: str) -> tuple[str | None, str]:
+    """Run every pending migration in one transaction; returns (before, after)."""
+    import sqlalchemy
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: psycopg.connect(conninfo, connect_timeout=10),
+        poolclass=NullPool,
+    )
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(_LOCK)  # released at commit
+            before = revision(connection.connection.driver_connection)
+            if before is not None and before not in REVISIONS:
+                raise StorageError(
+                    f"the PostgreSQL schema is at revision {before!r}, which this shopcast "
+                    f"does not know (newest known: {HEAD}); upgrade shopcast"
+                )
+            config = Config()
+            config.set_main_option("script_location", str(SCRIPT_LOCATION))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            after = revision(connection.connection.driver_connection)
+    finally:
+        engine.dispose()
+    return before, after or HEAD
