@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,7 +29,7 @@ from shopcast.api.routes import (
 )
 from shopcast.api.routes import privacy as privacy_routes
 from shopcast.config import Settings
-from shopcast.errors import ShopcastError
+from shopcast.errors import ShopcastError, StorageUnavailableError
 from shopcast.privacy.crypto import open_private_store
 from shopcast.privacy.pseudonym import Pseudonymizer
 from shopcast.privacy.retention import maintenance
@@ -100,7 +101,10 @@ def create_app(
 
     @app.exception_handler(ShopcastError)
     async def _shopcast_error(_: Request, exc: ShopcastError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        headers: dict[str, str] = {}
+        if isinstance(exc, StorageUnavailableError):  # the client may retry the same request
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_error(_: Request, exc: RequestValidationError) -> JSONResponse:
