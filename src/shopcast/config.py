@@ -103,6 +103,12 @@ class RecommendSettings(BaseModel):
     live_sessions: bool = Field(
         True, description="Live sessions follow ingested events (off: history as trained)"
     )
+    recently_viewed_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Scales the 'recently viewed' source's blend weight in every scene "
+        "(items of the live session looked at and not bought; 0 turns it off)",
+    )
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "view": 1.0,

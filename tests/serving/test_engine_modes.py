@@ -20,7 +20,11 @@ def _engine(tmp_path: Path, *, online: bool, live: bool) -> Engine:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         model_dir=tmp_path / "models",
-        recommend=RecommendSettings(online_learning=online, live_sessions=live),
+        # "recently viewed" off: these answers read co-visitation alone (the source is
+        # tested in test_recently_viewed.py)
+        recommend=RecommendSettings(
+            online_learning=online, live_sessions=live, recently_viewed_weight=0.0
+        ),
     )
     store = open_store(settings.database_url)
     history = []

@@ -145,6 +145,7 @@ class Engine:
             new_arrival_days=self.settings.recommend.new_arrival_days,
             source_timeout_s=self.settings.recommend.source_timeout_ms / 1000,
             profiles=self.profiles,
+            recently_viewed_weight=self.settings.recommend.recently_viewed_weight,
         )
         serving = _Serving(bundle, catalog, Vocabulary(), pipeline)
         self.history_cutoff = bundle.trained_until

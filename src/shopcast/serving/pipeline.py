@@ -59,13 +59,14 @@ from shopcast.serving.sources import (
     ModelSource,
     NewArrivalsSource,
     PopularSource,
+    RecentlyViewedSource,
     RecommendRequest,
     Shopper,
 )
 from shopcast.serving.state import MemorySessions
 from shopcast.training.bundle import ModelBundle
 
-__all__ = ["PUBLIC_SCENES", "SCENES", "RecommendPipeline", "RecommendRequest"]
+__all__ = ["PUBLIC_SCENES", "SCENES", "RecommendPipeline", "RecommendRequest", "scene_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ _WORKERS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_pref
 SCENES: dict[str, dict[str, float]] = {
     "home": {
         "covisit": 1.0,
+        "recently_viewed": 0.5,
         "sequence": 0.8,
         "embedding": 0.7,
         "buy_again": 0.6,
@@ -88,6 +90,7 @@ SCENES: dict[str, dict[str, float]] = {
         "sequence": 0.5,
         "embedding": 0.3,
         "bought_together": 0.5,
+        "recently_viewed": 0.2,
         "category_popular": 0.3,
         "new_arrivals": 0.15,
         "popular": 0.05,
@@ -133,9 +136,13 @@ class RecommendPipeline:
         new_arrival_days: float = 30.0,
         profiles: UserStates | None = None,
         source_timeout_s: float = 0.05,
+        recently_viewed_weight: float = 1.0,
     ) -> None:
         merch = merchandising or MerchandisingSettings()
         self.source_timeout_s = source_timeout_s
+        #: The scenes' blend weights, the "recently viewed" source's scaled by
+        #: ``recently_viewed_weight`` (0 takes it out of every scene).
+        self.scenes = scene_weights(recently_viewed_weight)
         self.bundle = bundle
         self.catalog = catalog
         self.sessions = sessions
@@ -147,6 +154,7 @@ class RecommendPipeline:
                 CategoryPopularSource(bundle, catalog),
                 PopularSource(bundle, catalog),
                 BuyAgainSource(),
+                RecentlyViewedSource(),
                 NewArrivalsSource(bundle, catalog, content, new_arrival_days),
                 ModelSource(bundle, "sequence"),
                 EmbeddingSource(bundle, "embedding"),
@@ -260,8 +268,9 @@ class RecommendPipeline:
         under ``source_timeout_s``, so a slow model is skipped (named in ``degraded``)
         instead of holding the request, while the cheap sources run inline."""
         n = request.k + len(shopper.purchases) + len(shopper.shown) + HEADROOM
-        names = [name for name in SCENES[request.scene] if name in self.sources]
-        degraded.extend(name for name in SCENES[request.scene] if name not in self.sources)
+        scene = self.scenes[request.scene]
+        names = [name for name in scene if name in self.sources]
+        degraded.extend(name for name in scene if name not in self.sources)
         heavy = {
             name: _WORKERS.submit(self.sources[name], shopper, request, n)
             for name in names
@@ -305,7 +314,7 @@ class RecommendPipeline:
         if not candidates:
             return Ranked(np.empty(0, np.int64), np.empty(0, np.float64), [])
         pool = np.unique(np.concatenate([c.items for c in candidates.values()]))
-        weights = SCENES[request.scene]
+        weights = self.scenes[request.scene]
         parts = np.zeros((len(candidates), pool.shape[0]))
         names = list(candidates)
         for row, name in enumerate(names):
@@ -378,6 +387,8 @@ class RecommendPipeline:
                 reason = "new arrival like what you viewed" if basis.size else "new arrival"
             elif source == "buy_again":
                 reason = "time to buy again: you buy this regularly"
+            elif source == "recently_viewed":
+                reason = "you viewed this recently"
             elif source == "sponsored":
                 reason = slot.label or "sponsored"
             elif source == "pinned":
@@ -440,6 +451,22 @@ class RecommendPipeline:
         hits = np.flatnonzero(ctx.recent_items == item)
         default = _BECAUSE[EVENT_CODES[EventType.VIEW]]
         return _BECAUSE.get(int(ctx.recent_types[hits[-1]]), default) if hits.size else default
+
+
+def scene_weights(recently_viewed: float = 1.0) -> dict[str, dict[str, float]]:
+    """``SCENES`` with the "recently viewed" source's weights scaled by
+    ``recently_viewed`` (0: the source is left out of every scene)."""
+    if recently_viewed < 0:
+        raise ValueError(f"recently_viewed_weight must be >= 0, got {recently_viewed}")
+    out: dict[str, dict[str, float]] = {}
+    for scene, weights in SCENES.items():
+        scaled = dict(weights)
+        if "recently_viewed" in scaled:
+            scaled["recently_viewed"] *= recently_viewed
+            if scaled["recently_viewed"] == 0:
+                del scaled["recently_viewed"]
+        out[scene] = scaled
+    return out
 
 
 def _rank_stage(

@@ -84,6 +84,7 @@ log = logging.getLogger(__name__)
 SOURCES: tuple[str, ...] = (
     "covisit",
     "bought_together",
+    "recently_viewed",
     "buy_again",
     "new_arrivals",
     "category_popular",

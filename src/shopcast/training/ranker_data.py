@@ -23,8 +23,9 @@ Protocol (``build_dataset``):
 5. Labels: the subject's next ``label_events`` item events at or after ``t`` within
    ``horizon_s``, graded by the strongest event per item (purchase 3, add to cart 2,
    view/click/favorite/rate 1). Items of the live session are not targets unless the
-   shopper bought them before (a re-buy is a target), nor are the anchors or the cart:
-   the protocol asks for the *next new item or re-buy*. Cuts without any target are
+   shopper bought them before (a re-buy is a target) or the scene shows them again
+   (its "recently viewed" source has a weight: going back to a viewed item is then
+   what the scene serves); the anchors and the cart never are. Cuts without any target are
    left out; targets that no source proposed still count in ``n_relevant``.
 
 ``evaluate`` orders each group's (filtered) pool by one source alone, by the blend and
@@ -53,7 +54,7 @@ from shopcast.models import Interactions, Vocabulary
 from shopcast.models._base import FloatArray, IntArray
 from shopcast.privacy.consent import declined
 from shopcast.serving.catalog import CatalogIndex
-from shopcast.serving.pipeline import SCENES, RecommendPipeline
+from shopcast.serving.pipeline import RecommendPipeline
 from shopcast.serving.ranker import (
     SOURCES,
     FeatureBuilder,
@@ -280,10 +281,20 @@ class _Builder:
 
 
 def _targets(
-    log: _Log, rows: IntArray, t: float, shopper: Shopper, vocab: Vocabulary, split: SplitConfig
+    log: _Log,
+    rows: IntArray,
+    t: float,
+    shopper: Shopper,
+    vocab: Vocabulary,
+    split: SplitConfig,
+    *,
+    reshows_session: bool = False,
 ) -> dict[int, int]:
-    """Graded targets of a cut: item index -> grade (see the module docstring)."""
-    session = set(shopper.context.recent_items.tolist()) - set(shopper.purchases)
+    """Graded targets of a cut: item index -> grade (see the module docstring).
+    ``reshows_session``: the scene proposes the live session's items again (the
+    "recently viewed" source), so going back to one of them is a target too."""
+    session = set() if reshows_session else set(shopper.context.recent_items.tolist())
+    session -= set(shopper.purchases)
     blocked = session | set(shopper.anchors.tolist()) | set(shopper.cart.tolist())
     relevant: dict[int, int] = {}
     for r in rows.tolist():
@@ -371,6 +382,7 @@ def build_dataset(
             settings.merchandising,
             content=content,
             new_arrival_days=settings.recommend.new_arrival_days,
+            recently_viewed_weight=settings.recommend.recently_viewed_weight,
         )
         builder = FeatureBuilder(bundle, catalog, profiles, sources, refresh_s=float("inf"))
         for t, subject, _ in (c for c in cuts if c[2] == w):
@@ -396,7 +408,16 @@ def build_dataset(
             shopper = pipeline.context(request, t)
             candidates = pipeline.candidates(shopper, request, [])
             blended = pipeline.rank(candidates, request)
-            relevant = _targets(log, rows[k : k + split.label_events], t, shopper, vocab, split)
+            weights = pipeline.scenes[scene]
+            relevant = _targets(
+                log,
+                rows[k : k + split.label_events],
+                t,
+                shopper,
+                vocab,
+                split,
+                reshows_session=weights.get("recently_viewed", 0.0) > 0,
+            )
             if not relevant:
                 skipped["no_target"] += 1
                 continue
@@ -406,7 +427,7 @@ def build_dataset(
                 ranked = rule(ranked, shopper, request)
             keep = np.isin(pool, ranked.items)
             clock = time.perf_counter()
-            _, x = builder.build(candidates, shopper, request, SCENES[scene], pool)
+            _, x = builder.build(candidates, shopper, request, weights, pool)
             feature_ms.append((time.perf_counter() - clock) * 1000)
             pool_sizes.append(pool.shape[0])
             kept = pool[keep]
