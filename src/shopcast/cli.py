@@ -58,7 +58,11 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
 def settings_for(db: str | None = None, **overrides: Any) -> Settings:
     if db is not None:
         overrides["database_url"] = db
-    return load_settings(**overrides)
+    settings = load_settings(**overrides)
+    from shopcast.online import install_announcer
+
+    install_announcer(settings)  # promotions made here reach every API process at once
+    return settings
 
 
 def _import_app() -> typer.Typer:
@@ -111,13 +115,13 @@ app.add_typer(models_app, name="models")
 @friendly
 def models_list() -> None:
     """Trained versions, newest first; * marks CURRENT."""
-    from shopcast.training.registry import ModelRegistry
+    from shopcast.training.registry import open_registry
 
     settings = settings_for()
     table = Table(title=f"models in {settings.model_dir}")
     for col in ("", "version", "created", "events", "trained until seq", "train s"):
         table.add_column(col, no_wrap=col == "version")
-    for info in ModelRegistry(settings.model_dir).versions():
+    for info in open_registry(settings).versions():
         m, stats = info.manifest, info.manifest.get("stats", {})
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.get("created_at", 0)))
         table.add_row(
@@ -135,9 +139,9 @@ def models_list() -> None:
 @friendly
 def models_promote(version: Annotated[str, typer.Argument(help="Version to serve")]) -> None:
     """Make VERSION CURRENT; running servers swap to it within seconds."""
-    from shopcast.training.registry import ModelRegistry
+    from shopcast.training.registry import open_registry
 
-    previous = ModelRegistry(settings_for().model_dir).promote(version)
+    previous = open_registry(settings_for()).promote(version)
     console.print(f"CURRENT is now {version} (was {previous})")
 
 
@@ -145,9 +149,9 @@ def models_promote(version: Annotated[str, typer.Argument(help="Version to serve
 @friendly
 def models_rollback() -> None:
     """Go back to the version served before the latest promotion."""
-    from shopcast.training.registry import ModelRegistry
+    from shopcast.training.registry import open_registry
 
-    version = ModelRegistry(settings_for().model_dir).rollback()
+    version = open_registry(settings_for()).rollback()
     console.print(f"rolled back: CURRENT is now {version}")
 
 
@@ -157,25 +161,90 @@ def serve(
     db: Db = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default api.host)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default api.port)")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="API processes sharing the port (> 1 needs [state] url = redis://…)"
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
     settings = settings_for(db)
-    _serve(settings, host or settings.api.host, port or settings.api.port)
+    _serve(settings, host or settings.api.host, port or settings.api.port, workers=workers)
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+def _serve(settings: Settings, host: str, port: int, *, workers: int = 1) -> None:
     import uvicorn
 
     from shopcast.api import create_app
     from shopcast.privacy.logs import log_config
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if workers > 1:
+        from shopcast.errors import ConfigError
+        from shopcast.online import is_shared
+
+        if not is_shared(settings.state.url):
+            raise ConfigError(
+                "--workers > 1 needs live sessions shared by the processes: set [state] "
+                'url = "redis://HOST:PORT/DB" (SHOPCAST_STATE__URL)'
+            )
+        os.environ["SHOPCAST_DATABASE_URL"] = settings.database_url  # each worker rebuilds
+        uvicorn.run(
+            "shopcast.api:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=log_config(settings),
+        )
+        return
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
         log_level="info",
         log_config=log_config(settings),  # access logs without raw user ids
+    )
+
+
+@app.command()
+@friendly
+def worker(
+    db: Db = None,
+    name: Annotated[
+        str | None, typer.Option(help="Consumer name (default host-pid); unique per worker")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Messages read per batch")] = 100,
+    claim_idle_ms: Annotated[
+        int,
+        typer.Option(min=1, help="Take over a message pending this long (a dead worker's)"),
+    ] = 30_000,
+) -> None:
+    """Consume the event stream (Redis): online counters, push triggers; run several."""
+    import signal
+    import threading
+
+    from shopcast.online.worker import open_worker
+
+    settings = settings_for(db)
+    consumer = open_worker(
+        settings,
+        name=name,
+        batch=batch,
+        claim_idle_ms=claim_idle_ms,
+        claim_every_s=max(0.2, min(5.0, claim_idle_ms / 2000)),
+        throttle_s=float(os.environ.get("SHOPCAST_WORKER_THROTTLE_S", "0")),  # tests only
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    err_console.print(f"worker {consumer.name} consuming {consumer.bus.stream}")
+    stats = consumer.run(stop)
+    err_console.print(
+        f"worker {consumer.name} stopped: {stats.messages} messages, {stats.applied} applied, "
+        f"{stats.duplicates} duplicates, {stats.claimed} claimed"
     )
 
 
@@ -223,6 +292,7 @@ def _train(settings: Settings, *, ranker: bool | None = None) -> str:
     from shopcast.privacy.crypto import open_private_store
     from shopcast.privacy.erasure import retrained
     from shopcast.training.bundle import save_bundle, train_bundle
+    from shopcast.training.registry import open_registry
 
     started = time.time()  # retrain requests (erasures) before this are served by this run
     store = open_private_store(settings)
@@ -236,8 +306,10 @@ def _train(settings: Settings, *, ranker: bool | None = None) -> str:
                 ranker=ranker,
                 settings=settings,
             )
-        save_bundle(bundle, settings.model_dir)
-        retrained(settings.model_dir, started, prune=settings.privacy.erasure_prunes_models)
+        registry = open_registry(settings)  # PostgreSQL's, with a postgresql:// URL
+        save_bundle(bundle, settings.model_dir, registry=registry)
+        prune = settings.privacy.erasure_prunes_models
+        retrained(settings.model_dir, started, prune=prune, registry=registry)
     finally:
         store.close()
     stats = ", ".join(f"{k}={v}" for k, v in bundle.stats.items())

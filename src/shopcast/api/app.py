@@ -30,6 +30,7 @@ from shopcast.api.routes import (
 from shopcast.api.routes import privacy as privacy_routes
 from shopcast.config import Settings
 from shopcast.errors import ShopcastError, StorageUnavailableError
+from shopcast.online.sync import OnlineSync
 from shopcast.privacy.crypto import open_private_store
 from shopcast.privacy.pseudonym import Pseudonymizer
 from shopcast.privacy.retention import maintenance
@@ -52,6 +53,12 @@ async def _watch_registry(tenants: TenantPool, settings: Settings) -> None:
                 log.exception(
                     "could not load the promoted model; still serving %s", engine.bundle.version
                 )
+
+
+def _reload_all(tenants: TenantPool) -> None:
+    """Swap every open tenant to its registry's CURRENT (a promotion was announced)."""
+    for tenant in tenants.tenants():
+        tenant.engine.reload_if_changed()
 
 
 def create_app(
@@ -77,9 +84,13 @@ def create_app(
         )
         watcher = asyncio.create_task(_watch_registry(app.state.tenants, settings))
         upkeep = asyncio.create_task(maintenance(app.state.tenants, settings))  # retention
+        # Shared online state (Redis): follow other processes' events, swap on promotion.
+        sync = OnlineSync(app.state.engine, lambda: _reload_all(app.state.tenants)).start()
+        app.state.online_sync = sync
         try:
             yield
         finally:
+            sync.stop()
             watcher.cancel()
             upkeep.cancel()
             app.state.tenants.close()  # the tenants opened for requests

@@ -19,7 +19,7 @@ import polars as pl
 
 from shopcast.config import Settings
 from shopcast.domain import Event, Item, Recommendation, RecommendedItem, User
-from shopcast.errors import NotFoundError
+from shopcast.errors import NotFoundError, StateUnavailableError
 from shopcast.features.live import LiveItemFeatures
 from shopcast.features.profile_index import ProfileIndex
 from shopcast.features.targeting import (
@@ -30,13 +30,13 @@ from shopcast.features.targeting import (
     model_neighbours,
 )
 from shopcast.models._base import EVENT_CODES, Interactions, Vocabulary
+from shopcast.online import OnlineState, install_announcer, open_online
 from shopcast.privacy.consent import declined, personal_data, personal_events, personalizes
 from shopcast.privacy.erasure import schedule_retrain
 from shopcast.privacy.unlearn import unlearn_bundle
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.impressions import ImpressionLog
 from shopcast.serving.pipeline import RecommendPipeline, RecommendRequest
-from shopcast.serving.state import MemorySessions
 from shopcast.storage import Store
 from shopcast.training.bundle import (
     AGGREGATE_ROLES,
@@ -93,6 +93,11 @@ class _Serving:
         return frame.height
 
 
+#: Log positions republished before the first unpublished batch (concurrent appends of
+#: other processes may interleave with it); duplicates are dropped by event id.
+REPLAY_MARGIN = 1000
+
+
 class Engine:
     """Answers recommendation requests and learns from every event."""
 
@@ -107,7 +112,15 @@ class Engine:
         self.settings = settings
         self.clock = clock
         self._lock = threading.RLock()
-        self.sessions = MemorySessions(self._history, length=settings.recommend.session_length)
+        # Live sessions and counters: in process, or in Redis shared by every process.
+        self.online: OnlineState = open_online(
+            settings.state, self._history, length=settings.recommend.session_length
+        )
+        self.sessions = self.online.sessions
+        self.origin = uuid.uuid4().hex[:12]  # this process on the event bus
+        self._replay_after: int | None = None  # log seq to republish from (Redis outage)
+        self._replay_gen = 0
+        install_announcer(settings)
         # User profiles: batch-built from the whole log here, then updated by observe.
         self.profiles = ProfileIndex.from_store(store, settings, clock=clock)
         # Item features + content index: fitted here, from the catalog (not persisted).
@@ -208,6 +221,54 @@ class Engine:
             if cfg.live_sessions:
                 self.sessions.observe(list(events))
             self.profiles.observe(events)
+
+    def publish(self, events: Sequence[Event], after_seq: int) -> None:
+        """Put committed events on the bus (shared state only). Redis down: the events
+        are safe in the log; they are republished from ``after_seq`` once it is back."""
+        bus = self.online.bus
+        if bus is None or not events:
+            return
+        try:
+            bus.publish(events, self.origin)
+        except StateUnavailableError:
+            start = max(0, after_seq - REPLAY_MARGIN)
+            with self._lock:
+                prev = self._replay_after
+                self._replay_after = start if prev is None else min(prev, start)
+                self._replay_gen += 1
+
+    def learn_remote(self, events: Sequence[Event]) -> None:
+        """Events another API process ingested: models and profiles learn them (live
+        sessions are shared already)."""
+        if not events:
+            return
+        with self._lock:
+            if self.settings.recommend.online_learning:
+                self._learn(events)
+            self.profiles.observe(events)
+
+    def needs_recovery(self) -> bool:
+        return self._replay_after is not None or bool(getattr(self.sessions, "dirty", None))
+
+    def recover_online(self) -> int:
+        """After a Redis outage: stale live sessions dropped (they reload from the log),
+        the events logged meanwhile republished; how many. Raises StateUnavailableError
+        while Redis is still down."""
+        recover = getattr(self.sessions, "recover", None)
+        if recover is not None:
+            recover()
+        bus = self.online.bus
+        with self._lock:
+            after, gen = self._replay_after, self._replay_gen
+        if after is None or bus is None:
+            return 0
+        rows = self.store.events.scan(after_seq=after)
+        for start in range(0, len(rows), 1000):
+            bus.publish([e for _, e in rows[start : start + 1000]], self.origin)
+        with self._lock:
+            if self._replay_gen == gen:
+                self._replay_after = None
+        return len(rows)
 
     def _learn(self, events: Sequence[Event]) -> None:
         data = interactions_from_events(events, self.subjects, self.bundle.items)
@@ -352,6 +413,7 @@ class Engine:
         """Flush what is buffered (impressions)."""
         if self.impressions is not None:
             self.impressions.close()
+        self.online.close()
 
     def similar(self, item_id: str, k: int) -> Recommendation:
         """Items co-visited with ``item_id``, then content neighbours (text + category, for

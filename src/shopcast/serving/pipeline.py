@@ -32,6 +32,7 @@ import numpy as np
 
 from shopcast.config import MerchandisingSettings
 from shopcast.domain import EventType, Recommendation, RecommendedItem
+from shopcast.errors import StateUnavailableError
 from shopcast.models._base import EVENT_CODES, Context
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.ranker import LearnedRanker, RankStage, UserStates
@@ -63,7 +64,7 @@ from shopcast.serving.sources import (
     RecommendRequest,
     Shopper,
 )
-from shopcast.serving.state import MemorySessions
+from shopcast.serving.state import SessionStore
 from shopcast.training.bundle import ModelBundle
 
 __all__ = ["PUBLIC_SCENES", "SCENES", "RecommendPipeline", "RecommendRequest", "scene_weights"]
@@ -129,7 +130,7 @@ class RecommendPipeline:
         self,
         bundle: ModelBundle,
         catalog: CatalogIndex,
-        sessions: MemorySessions,
+        sessions: SessionStore,
         merchandising: MerchandisingSettings | None = None,
         *,
         content: ContentNeighbours | None = None,
@@ -173,7 +174,7 @@ class RecommendPipeline:
     def run(self, request: RecommendRequest, now: float) -> Recommendation:
         degraded: list[str] = []
         try:
-            shopper = self.context(request, now)
+            shopper = self.context(request, now, degraded)
             candidates = self.candidates(shopper, request, degraded)
             ranked = self.rank(candidates, request, shopper, degraded)
             for rule in self.rules:
@@ -208,7 +209,9 @@ class RecommendPipeline:
 
     # -- stages -----------------------------------------------------------------
 
-    def context(self, request: RecommendRequest, now: float) -> Shopper:
+    def context(
+        self, request: RecommendRequest, now: float, degraded: list[str] | None = None
+    ) -> Shopper:
         subjects = []
         if request.user_id is not None:
             subjects.append(f"u:{request.user_id}")
@@ -222,6 +225,8 @@ class RecommendPipeline:
         shown: list[str] = []
         for subject in subjects:
             live = self.sessions.get(subject)
+            if live.degraded and degraded is not None and "live_state" not in degraded:
+                degraded.append("live_state")  # shared state down: read from the log
             items.extend(live.items)
             types.extend(live.type_codes().tolist())
             stamps.extend(live.ts)
@@ -422,11 +427,11 @@ class RecommendPipeline:
         subject = (
             f"u:{request.user_id}" if request.user_id is not None else f"s:{request.session_id}"
         )
-        live = self.sessions.get(subject)
-        ids = [i.item_id for i in items]
-        live.shown[request.scene] = (
-            ids if request.page <= 1 else [*live.shown.get(request.scene, []), *ids]
-        )
+        try:
+            ids = [i.item_id for i in items]
+            self.sessions.remember_shown(subject, request.scene, ids, request.page)
+        except StateUnavailableError:  # shared state down: later pages may repeat items
+            pass
 
     def _fallback(self, request: RecommendRequest, now: float) -> list[RecommendedItem]:
         try:

@@ -1,9 +1,11 @@
 """Live per-shopper state: the recent events of each user or anonymous session.
 
-``MemorySessions`` is the in-process backend. A shopper's state is loaded lazily
-from the event log the first time it is needed (so a restarted server knows what
-shoppers did before), then kept up to date by every ingested event, so the very
-next recommendation request sees what the shopper just did.
+``SessionStore`` is the protocol; ``MemorySessions`` is the in-process backend (the
+embedded default) and ``shopcast.online.RedisSessions`` the one shared by several API
+processes (``[state] url = "redis://..."``); both pass ``tests/online/test_contract.py``.
+A shopper's state is loaded lazily from the event log the first time it is needed (so
+a restarted server knows what shoppers did before), then kept up to date by every
+ingested event, so the very next recommendation request sees what the shopper just did.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,6 +41,8 @@ class LiveSession:
     purchases: dict[str, list[float]] = field(default_factory=dict)
     cart: dict[str, float] = field(default_factory=dict)
     shown: dict[str, list[str]] = field(default_factory=dict)
+    #: Built from the log because the shared state was unreachable (not cached).
+    degraded: bool = False
 
     @property
     def purchased(self) -> set[str]:
@@ -91,8 +96,63 @@ class LiveSession:
     def type_codes(self) -> IntArray:
         return np.fromiter((EVENT_CODES[t] for t in self.types), np.int64, len(self.types))
 
+    def to_json(self) -> dict[str, Any]:
+        """The events, purchases and cart as JSON (``shown`` is kept apart by backends)."""
+        return {
+            "e": [
+                [i, t.value, ts, e]
+                for i, t, ts, e in zip(self.items, self.types, self.ts, self.event_ids, strict=True)
+            ],
+            "p": self.purchases,
+            "c": self.cart,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], length: int) -> LiveSession:
+        session = empty_session(length)
+        for item, kind, ts, event_id in data.get("e", []):
+            session.items.append(item)
+            session.types.append(EventType(kind))
+            session.ts.append(float(ts))
+            session.event_ids.append(event_id)
+        session.purchases = {k: [float(t) for t in v] for k, v in data.get("p", {}).items()}
+        session.cart = {k: float(v) for k, v in data.get("c", {}).items()}
+        return session
+
+
+def empty_session(length: int) -> LiveSession:
+    return LiveSession(
+        deque(maxlen=length), deque(maxlen=length), deque(maxlen=length), deque(maxlen=length)
+    )
+
 
 Loader = Callable[[str, int], list[Event]]
+
+
+class SessionStore(Protocol):
+    """Where live sessions live: in process (``MemorySessions``) or in Redis.
+
+    ``get`` never returns a session missing a committed event of the subject: a subject
+    unknown to the store is loaded from the log (``Loader``) on first use.
+    """
+
+    length: int
+
+    def get(self, subject: str) -> LiveSession: ...
+
+    def observe(self, events: list[Event]) -> None:
+        """Apply freshly committed events (called before the API acknowledges them)."""
+        ...
+
+    def remember_shown(self, subject: str, scene: str, item_ids: list[str], page: int) -> None:
+        """Items returned on a page of ``scene`` (page 1 starts a new listing)."""
+        ...
+
+    def merge(self, session_subject: str, user_subject: str) -> None: ...
+
+    def forget(self, subject: str) -> None: ...
+
+    def __len__(self) -> int: ...
 
 
 class MemorySessions:
@@ -106,8 +166,7 @@ class MemorySessions:
         self._lock = threading.RLock()
 
     def _new(self) -> LiveSession:
-        n = self.length
-        return LiveSession(deque(maxlen=n), deque(maxlen=n), deque(maxlen=n), deque(maxlen=n))
+        return empty_session(self.length)
 
     def get(self, subject: str) -> LiveSession:
         """The live session, loading the subject's history from the log on a miss.
@@ -138,6 +197,12 @@ class MemorySessions:
                 session = self._sessions.get(event.subject)
                 if session is not None:
                     session.add(event)
+
+    def remember_shown(self, subject: str, scene: str, item_ids: list[str], page: int) -> None:
+        with self._lock:
+            live = self.get(subject)
+            earlier = live.shown.get(scene, []) if page > 1 else []
+            live.shown[scene] = [*earlier, *item_ids]
 
     def merge(self, session_subject: str, user_subject: str) -> None:
         """Fold an anonymous session's live state into the user's."""

@@ -7,7 +7,8 @@ Layout of ``model_dir``::
     history.jsonl             one line per promotion or rollback: version, previous, at, action
 
 Every API process watches ``CURRENT`` and hot-swaps when it changes, so promoting
-from the CLI or from one process reaches all of them.
+from the CLI or from one process reaches all of them. With a PostgreSQL ``database_url``
+(``open_registry``) the versions, CURRENT and history are kept in the database too.
 """
 
 from __future__ import annotations
@@ -15,11 +16,22 @@ from __future__ import annotations
 import json
 import os
 import time
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shopcast.errors import NoRollbackError, NotFoundError
+
+if TYPE_CHECKING:
+    from shopcast.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: Called as ``hook(model_dir, version)`` after every promotion or rollback (e.g. the
+#: Redis announcement of ``shopcast.online``, so other processes swap at once).
+PROMOTION_HOOKS: list[Callable[[Path, str], None]] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +101,15 @@ class ModelRegistry:
         entry = {"version": version, "previous": previous, "at": time.time(), "action": action}
         with self._history_file.open("a") as fh:
             fh.write(json.dumps(entry) + "\n")
+        for hook in list(PROMOTION_HOOKS):
+            try:
+                hook(self.model_dir, version)
+            except Exception:  # an announcement is a speed-up: polling still finds it
+                log.exception("promotion hook failed for %s", version)
         return previous
+
+    def register(self, version: str, manifest: dict[str, Any]) -> None:
+        """Record a version just saved (a no-op here: the directory is the record)."""
 
     def history(self) -> list[dict[str, Any]]:
         if not self._history_file.is_file():
@@ -114,3 +134,13 @@ class ModelRegistry:
         target = stack[-2]
         self.promote(target, action="rollback")
         return target
+
+
+def open_registry(settings: Settings) -> ModelRegistry:
+    """The registry of ``settings.model_dir``; with a PostgreSQL ``database_url`` its
+    metadata (versions, CURRENT, history) is kept in that database (``registry_pg``)."""
+    if settings.database_url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
+        from shopcast.training.registry_pg import PgModelRegistry
+
+        return PgModelRegistry(settings.model_dir, settings.database_url)
+    return ModelRegistry(settings.model_dir)

@@ -75,7 +75,10 @@ def _commit(request: Request, events: list[Event]) -> AppendResult:
     if not events:
         return AppendResult(accepted=0, duplicates=0)
     result = store_of(request).events.append(events)
-    engine_of(request).observe([events[i] for i in result.stored])
+    stored = [events[i] for i in result.stored]
+    engine = engine_of(request)
+    engine.observe(stored)
+    engine.publish(stored, result.last_seq - result.accepted)  # bus (shared state only)
     return result
 
 

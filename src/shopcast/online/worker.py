@@ -1,0 +1,172 @@
+"""``shopcast worker``: consumes the event stream in a consumer group.
+
+Each worker reads batches of new messages (``XREADGROUP``), applies them, then
+acknowledges them (``XACK``): delivery is at least once. Applying is idempotent:
+
+- the online aggregates (popularity and co-visitation deltas, ``Counters.apply_event``)
+  are one Lua script per event that marks the event id and increments together, so a
+  redelivered event changes nothing;
+- handlers (the push engine's triggers, when ``shopcast.push`` provides
+  ``worker_handler``) get every event at least once and deduplicate by event id.
+
+Every ``claim_every_s`` a worker also takes over messages another consumer left
+pending for longer than ``claim_idle_ms`` (``XAUTOCLAIM``): a worker killed mid-batch
+loses nothing, its batch is finished by another. Several workers share the load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from shopcast.config import Settings
+from shopcast.domain import Event
+from shopcast.errors import ConfigError, StateUnavailableError
+from shopcast.online import OnlineState, RedisCounters, open_online
+from shopcast.online.bus import DEFAULT_GROUP, Message
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[list[Event]], None]
+
+
+@dataclass
+class WorkerStats:
+    messages: int = 0  # processed (acknowledged), redeliveries included
+    applied: int = 0  # events whose aggregates were applied by this worker
+    duplicates: int = 0  # redelivered events already applied (by anyone)
+    claimed: int = 0  # messages taken over from another consumer
+
+
+class Worker:
+    def __init__(
+        self,
+        state: OnlineState,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        group: str = DEFAULT_GROUP,
+        batch: int = 100,
+        claim_idle_ms: int = 30_000,
+        claim_every_s: float = 5.0,
+        handlers: Sequence[Handler] = (),
+        throttle_s: float = 0.0,
+    ) -> None:
+        if state.bus is None or not isinstance(state.counters, RedisCounters):
+            raise ConfigError(
+                "shopcast worker needs the shared online state: set [state] url = "
+                '"redis://HOST:PORT/DB" (SHOPCAST_STATE__URL)'
+            )
+        self.state = state
+        self.bus = state.bus
+        self.counters: RedisCounters = state.counters
+        self.weights = settings.recommend.event_weights
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.group = group
+        self.batch = batch
+        self.claim_idle_ms = claim_idle_ms
+        self.claim_every_s = claim_every_s
+        self.handlers = list(handlers)
+        self.throttle_s = throttle_s
+        self.stats = WorkerStats()
+        self._next_claim = 0.0
+
+    def process(self, messages: list[Message]) -> None:
+        """Apply a batch, then acknowledge it."""
+        if not messages:
+            return
+        rows = []
+        for m in messages:
+            e = m.event
+            weight = self.weights.get(e.type.value, 0.0)
+            if e.item_id is not None and e.event_id is not None and weight > 0:
+                rows.append((e.event_id, e.subject, e.item_id, weight, e.timestamp))
+        fresh = self.counters.apply_events(rows)
+        new = sum(fresh)
+        events = [m.event for m in messages]
+        for handler in self.handlers:
+            handler(events)
+        if self.throttle_s:
+            time.sleep(self.throttle_s * len(messages))
+        if new:
+            self.counters.incr(f"worker:{self.name}:applied", new)
+        self.bus.ack(self.group, [m.id for m in messages])
+        self.stats.messages += len(messages)
+        self.stats.applied += new
+        self.stats.duplicates += len(rows) - new
+
+    def step(self, client: object, block_ms: int = 1000) -> int:
+        """Claim stale pending messages when due, then read and process new ones."""
+        done = 0
+        if time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + self.claim_every_s
+            claimed = self.bus.claim(
+                self.group, self.name, min_idle_ms=self.claim_idle_ms, count=self.batch
+            )
+            if claimed:
+                log.info("%s claimed %d pending messages", self.name, len(claimed))
+                self.stats.claimed += len(claimed)
+                self.process(claimed)
+                done += len(claimed)
+        messages = self.state.conn.call(  # type: ignore[union-attr]
+            lambda: self.bus.read(
+                client, self.group, self.name, count=self.batch, block_ms=block_ms
+            )
+        )
+        self.process(messages)
+        return done + len(messages)
+
+    def run(
+        self, stop: threading.Event | None = None, *, idle_exit_s: float | None = None
+    ) -> WorkerStats:
+        """Until ``stop`` is set (or nothing came for ``idle_exit_s``)."""
+        import redis
+
+        stop = stop or threading.Event()
+        conn = self.state.conn
+        assert conn is not None
+        client = conn.blocking_client(1.0)
+        ready = False
+        idle_since = time.monotonic()
+        while not stop.is_set():
+            try:
+                if not ready:
+                    self.bus.ensure_group(self.group)
+                    ready = True
+                if self.step(client):
+                    idle_since = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                    break
+            except StateUnavailableError as exc:
+                log.warning("%s: %s", self.name, exc.message)
+                ready = False
+                stop.wait(conn.retry_s)
+            except redis.ResponseError as exc:  # NOGROUP: Redis restarted empty
+                log.warning("%s: %s; recreating the group", self.name, exc)
+                ready = False
+                stop.wait(conn.retry_s)
+        client.close()
+        return self.stats
+
+
+def push_handlers(settings: Settings) -> list[Handler]:
+    """The push engine's trigger entry point, when ``shopcast.push`` provides one."""
+    try:
+        from shopcast import push
+    except ImportError:  # pragma: no cover
+        return []
+    factory = getattr(push, "worker_handler", None)
+    if factory is None:
+        return []
+    handler = factory(settings)
+    return [handler] if handler is not None else []
+
+
+def open_worker(settings: Settings, **options: object) -> Worker:
+    state = open_online(settings.state, lambda _s, _n: [], length=1)
+    return Worker(state, settings, handlers=push_handlers(settings), **options)  # type: ignore[arg-type]
