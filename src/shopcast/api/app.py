@@ -106,6 +106,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    from shopcast.web import RequestTimer  # here: shopcast.web imports shopcast.api
+    from shopcast.web import router as web_router
+
+    app.add_middleware(RequestTimer)  # recommendation latency for the dashboard
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(AuthMiddleware, settings=settings)  # outermost: before any body is read
     document_security(app, settings)
@@ -131,4 +135,5 @@ def create_app(
     for module in (health, events, catalog, recommend, features, profiles, models, targeting):
         app.include_router(module.router)
     app.include_router(privacy_routes.router)
+    app.include_router(web_router)  # /dashboard, /demo/shop and their JSON endpoints
     return app

@@ -42,7 +42,9 @@ from shopcast.serving.engine import Engine
 from shopcast.storage import Store
 
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-OPEN_PATHS = frozenset({"/v1/health"})
+OPEN_PATHS = frozenset({"/v1/health", "/dashboard", "/dashboard/", "/demo/shop"})
+#: The web UI's static assets (no data in them; the pages call the API with a key).
+OPEN_PREFIXES = ("/ui/static/",)
 _READ = frozenset({"GET", "HEAD"})
 #: (methods or None for all, path pattern, scope), first match wins.
 RULES: tuple[tuple[frozenset[str] | None, re.Pattern[str], KeyScope], ...] = (
@@ -57,7 +59,7 @@ RULES: tuple[tuple[frozenset[str] | None, re.Pattern[str], KeyScope], ...] = (
 
 def required_scope(method: str, path: str, *, open_docs: bool = True) -> KeyScope | None:
     """The scope a request needs; None for an open endpoint."""
-    if path in OPEN_PATHS or (open_docs and path in DOC_PATHS):
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or (open_docs and path in DOC_PATHS):
         return None
     for methods, pattern, scope in RULES:
         if (methods is None or method in methods) and pattern.match(path):
