@@ -143,7 +143,8 @@ def _top(pairs: object, n: int) -> list[tuple[str, float]]:
 
 _APPLY = """
 -- KEYS: seen mark, popularity bucket, subject window
--- ARGV: item, weight, window, seen ttl ms, counter ttl ms, co-visitation key prefix
+-- ARGV: item, weight, window, seen ttl ms, counter ttl ms, co-visitation key prefix,
+--       a counter to increment with it ('' for none)
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[4]) then return 0 end
 local item, w = ARGV[1], ARGV[2]
 redis.call('ZINCRBY', KEYS[2], w, item)
@@ -161,6 +162,7 @@ redis.call('LREM', KEYS[3], 0, item)
 redis.call('LPUSH', KEYS[3], item)
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
+if ARGV[7] ~= '' then redis.call('INCR', ARGV[7]) end
 return 1
 """
 
@@ -222,7 +224,13 @@ class RedisCounters:
         )
 
     def _apply_args(
-        self, event_id: str, subject: str, item_id: str, weight: float, ts: float
+        self,
+        event_id: str,
+        subject: str,
+        item_id: str,
+        weight: float,
+        ts: float,
+        tally: str | None = None,
     ) -> tuple[list[str], list[object]]:
         keys = [
             self.conn.key("seen", event_id),
@@ -236,6 +244,7 @@ class RedisCounters:
             self.dedupe_ttl_ms,
             self.counter_ttl_ms,
             self.conn.key("cov", ""),
+            self.conn.key("c", tally) if tally else "",
         ]
         return keys, args
 
@@ -245,15 +254,18 @@ class RedisCounters:
         keys, args = self._apply_args(event_id, subject, item_id, weight, ts)
         return bool(self.conn.call(lambda: self._apply(keys=keys, args=args)))
 
-    def apply_events(self, rows: Sequence[tuple[str, str, str, float, float]]) -> list[bool]:
-        """``apply_event`` for many events in one pipelined round trip (in order)."""
+    def apply_events(
+        self, rows: Sequence[tuple[str, str, str, float, float]], *, tally: str | None = None
+    ) -> list[bool]:
+        """``apply_event`` for many events in one pipelined round trip (in order);
+        ``tally``: a counter (``get``) incremented atomically with each event applied."""
         if not rows:
             return []
 
         def run() -> list[bool]:
             pipe = self.conn.client.pipeline(transaction=False)
             for row in rows:
-                keys, args = self._apply_args(*row)
+                keys, args = self._apply_args(*row, tally=tally)
                 self._apply(keys=keys, args=args, client=pipe)
             return [bool(x) for x in pipe.execute()]
 

@@ -86,15 +86,13 @@ class Worker:
             weight = self.weights.get(e.type.value, 0.0)
             if e.item_id is not None and e.event_id is not None and weight > 0:
                 rows.append((e.event_id, e.subject, e.item_id, weight, e.timestamp))
-        fresh = self.counters.apply_events(rows)
+        fresh = self.counters.apply_events(rows, tally=f"worker:{self.name}:applied")
         new = sum(fresh)
         events = [m.event for m in messages]
         for handler in self.handlers:
             handler(events)
         if self.throttle_s:
             time.sleep(self.throttle_s * len(messages))
-        if new:
-            self.counters.incr(f"worker:{self.name}:applied", new)
         self.bus.ack(self.group, [m.id for m in messages])
         self.stats.messages += len(messages)
         self.stats.applied += new

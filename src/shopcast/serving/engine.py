@@ -93,9 +93,8 @@ class _Serving:
         return frame.height
 
 
-#: Log positions republished before the first unpublished batch (concurrent appends of
-#: other processes may interleave with it); duplicates are dropped by event id.
-REPLAY_MARGIN = 1000
+#: Events accepted while Redis was down, kept to be put on the stream once it is back.
+UNPUBLISHED_MAX = 200_000
 
 
 class Engine:
@@ -118,8 +117,8 @@ class Engine:
         )
         self.sessions = self.online.sessions
         self.origin = uuid.uuid4().hex[:12]  # this process on the event bus
-        self._replay_after: int | None = None  # log seq to republish from (Redis outage)
-        self._replay_gen = 0
+        self._unpublished: list[Event] = []  # accepted while Redis was down
+        self.unpublished_dropped = 0  # beyond UNPUBLISHED_MAX (in the log, not streamed)
         install_announcer(settings)
         # User profiles: batch-built from the whole log here, then updated by observe.
         self.profiles = ProfileIndex.from_store(store, settings, clock=clock)
@@ -224,18 +223,18 @@ class Engine:
 
     def publish(self, events: Sequence[Event], after_seq: int) -> None:
         """Put committed events on the bus (shared state only). Redis down: the events
-        are safe in the log; they are republished from ``after_seq`` once it is back."""
+        are safe in the log and kept here (up to ``UNPUBLISHED_MAX``) to be published
+        once it is back (``recover_online``)."""
         bus = self.online.bus
         if bus is None or not events:
             return
         try:
             bus.publish(events, self.origin)
         except StateUnavailableError:
-            start = max(0, after_seq - REPLAY_MARGIN)
             with self._lock:
-                prev = self._replay_after
-                self._replay_after = start if prev is None else min(prev, start)
-                self._replay_gen += 1
+                room = UNPUBLISHED_MAX - len(self._unpublished)
+                self._unpublished.extend(list(events)[: max(0, room)])
+                self.unpublished_dropped += max(0, len(events) - max(0, room))
 
     def learn_remote(self, events: Sequence[Event]) -> None:
         """Events another API process ingested: models and profiles learn them (live
@@ -248,27 +247,27 @@ class Engine:
             self.profiles.observe(events)
 
     def needs_recovery(self) -> bool:
-        return self._replay_after is not None or bool(getattr(self.sessions, "dirty", None))
+        return bool(self._unpublished) or bool(getattr(self.sessions, "dirty", None))
 
     def recover_online(self) -> int:
         """After a Redis outage: stale live sessions dropped (they reload from the log),
-        the events logged meanwhile republished; how many. Raises StateUnavailableError
+        the events accepted meanwhile published; how many. Raises StateUnavailableError
         while Redis is still down."""
         recover = getattr(self.sessions, "recover", None)
         if recover is not None:
             recover()
         bus = self.online.bus
-        with self._lock:
-            after, gen = self._replay_after, self._replay_gen
-        if after is None or bus is None:
-            return 0
-        rows = self.store.events.scan(after_seq=after)
-        for start in range(0, len(rows), 1000):
-            bus.publish([e for _, e in rows[start : start + 1000]], self.origin)
-        with self._lock:
-            if self._replay_gen == gen:
-                self._replay_after = None
-        return len(rows)
+        done = 0
+        while bus is not None:
+            with self._lock:
+                chunk = self._unpublished[:1000]
+            if not chunk:
+                break
+            bus.publish(chunk, self.origin)
+            with self._lock:
+                del self._unpublished[: len(chunk)]
+            done += len(chunk)
+        return done
 
     def _learn(self, events: Sequence[Event]) -> None:
         data = interactions_from_events(events, self.subjects, self.bundle.items)

@@ -1,0 +1,154 @@
+"""Two real API processes (``shopcast serve`` on free ports) sharing real Redis and one
+SQLite log and model directory. The shop is the SYNTHETIC simulated shop.
+
+- an event posted to process 1 is reflected by the very next recommendation answered
+  by process 2 (the live session is in Redis, written before the 202);
+- a model promoted once (``shopcast models promote``) is served by both processes,
+  announced on Redis pub/sub (their CURRENT polling is set to an hour here).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.online.conftest import prepare_shop
+
+from shopcast.config import Settings
+from shopcast.simulate import SimulatedShop
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    urls: list[str]
+    settings: Settings
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"server {url} did not start: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def cluster(redis_url: str, tmp_path: Path, small_shop: SimulatedShop) -> Iterator[Cluster]:
+    settings = prepare_shop(tmp_path, small_shop)
+    env = {
+        **os.environ,
+        "SHOPCAST_DATABASE_URL": settings.database_url,
+        "SHOPCAST_MODEL_DIR": str(settings.model_dir),
+        "SHOPCAST_STATE__URL": redis_url,
+        "SHOPCAST_AUTH__ENABLED": "false",
+        "SHOPCAST_ENVIRONMENT": "test",
+        "SHOPCAST_API__RELOAD_INTERVAL_S": "3600",  # only the Redis announcement swaps
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    procs: list[tuple[subprocess.Popen[bytes], Path, str]] = []
+    for n in range(2):
+        port = free_port()
+        log = tmp_path / f"server{n}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shopcast.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        procs.append((proc, log, f"http://127.0.0.1:{port}"))
+    try:
+        for proc, log, url in procs:
+            wait_healthy(url, proc, log)
+        yield Cluster(env, [url for _, _, url in procs], settings)
+    finally:
+        for proc, _, _ in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc, _, _ in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def recs(url: str, user: str) -> dict[str, Any]:
+    r = httpx.get(f"{url}/v1/users/{user}/recommendations", params={"k": 10}, timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_event_on_one_process_reflected_by_the_other(
+    cluster: Cluster, small_shop: SimulatedShop
+) -> None:
+    one, two = cluster.urls
+    cold = {i["item_id"] for i in recs(two, "nobody-yet")["items"]}
+    anchor = neighbour = None
+    for item in small_shop.items:
+        r = httpx.get(f"{two}/v1/items/{item.item_id}/similar", params={"k": 1}, timeout=10)
+        found = r.json().get("items", []) if r.status_code == 200 else []
+        if found and found[0]["source"] == "covisit" and found[0]["item_id"] not in cold:
+            anchor, neighbour = item.item_id, found[0]["item_id"]
+            break
+    assert anchor is not None, "no item with a co-visited neighbour outside the cold start"
+    user = "fresh-shopper"
+    assert neighbour not in {i["item_id"] for i in recs(two, user)["items"]}
+    posted = httpx.post(
+        f"{one}/v1/events",
+        json={"event_id": "x-proc-1", "type": "view", "user_id": user, "item_id": anchor},
+        timeout=10,
+    )
+    assert posted.status_code == 202, posted.text
+    answer = recs(two, user)  # the very next request, on the other process
+    assert neighbour in {i["item_id"] for i in answer["items"]}
+    assert answer["degraded"] == []
+
+
+def test_promotion_reaches_every_process(cluster: Cluster) -> None:
+    from shopcast.storage import open_store
+    from shopcast.training.bundle import save_bundle, train_bundle
+
+    before = {httpx.get(f"{u}/v1/health").json()["model_version"] for u in cluster.urls}
+    assert len(before) == 1
+    store = open_store(cluster.settings.database_url)
+    bundle = train_bundle(store, cluster.settings.recommend)
+    store.close()
+    save_bundle(bundle, cluster.settings.model_dir, promote=False)
+    assert bundle.version not in before
+    done = subprocess.run(
+        [sys.executable, "-m", "shopcast.cli", "models", "promote", bundle.version],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 60
+    serving: set[str] = set()
+    while time.monotonic() < deadline:
+        serving = {httpx.get(f"{u}/v1/health").json()["model_version"] for u in cluster.urls}
+        if serving == {bundle.version}:
+            break
+        time.sleep(0.1)
+    assert serving == {bundle.version}
