@@ -35,7 +35,7 @@ from shopcast.privacy.consent import personalizes
 from shopcast.privacy.unlearn import unlearn_bundle
 from shopcast.storage import Store
 from shopcast.training.bundle import AGGREGATE_ROLES, load_bundle, new_version, save_bundle
-from shopcast.training.registry import ModelRegistry
+from shopcast.training.registry import ModelRegistry, open_registry
 
 if TYPE_CHECKING:
     from shopcast.serving.engine import Engine
@@ -93,7 +93,7 @@ def persist_unlearned(
     settings: Settings, rows: list[Any], roles: frozenset[str] | None
 ) -> dict[str, Any] | None:
     """Save an unlearned copy of ``CURRENT`` and promote it (None without a model)."""
-    registry = ModelRegistry(settings.model_dir)
+    registry = open_registry(settings)
     current = registry.current()
     if current is None:
         return None
@@ -104,16 +104,18 @@ def persist_unlearned(
     bundle.version = new_version()
     bundle.created_at = time.time()
     bundle.stats = {**bundle.stats, "unlearned_from": current}
-    save_bundle(bundle, settings.model_dir, promote=True)
+    save_bundle(bundle, settings.model_dir, promote=True, registry=registry)
     pruned = []
     if settings.privacy.erasure_prunes_models:
-        pruned = prune_versions(settings.model_dir, before=bundle.created_at)
+        pruned = prune_versions(settings.model_dir, before=bundle.created_at, registry=registry)
     return {"version": bundle.version, "models": models, "pruned": pruned}
 
 
-def prune_versions(model_dir: Path, *, before: float) -> list[str]:
+def prune_versions(
+    model_dir: Path, *, before: float, registry: ModelRegistry | None = None
+) -> list[str]:
     """Delete every version created before ``before`` except CURRENT; returns them."""
-    registry = ModelRegistry(model_dir)
+    registry = registry or ModelRegistry(model_dir)
     current = registry.current()
     gone = []
     for info in registry.versions():
@@ -139,7 +141,9 @@ def pending_retrain(model_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def retrained(model_dir: Path, started: float, *, prune: bool = True) -> int:
+def retrained(
+    model_dir: Path, started: float, *, prune: bool = True, registry: ModelRegistry | None = None
+) -> int:
     """A training that read the log at ``started`` finished and is CURRENT: serve the
     requests made before it, and (``prune``, after an erasure) delete the versions
     older than it. Returns how many requests were served."""
@@ -157,7 +161,7 @@ def retrained(model_dir: Path, started: float, *, prune: bool = True) -> int:
     claimed.unlink()
     served = [r for r in requests if float(r["at"]) < started]
     if prune and any(r["reason"] == "erasure" for r in served):
-        prune_versions(model_dir, before=started)
+        prune_versions(model_dir, before=started, registry=registry)
     return len(served)
 
 
@@ -169,6 +173,8 @@ def retrain_pending(store: Store, settings: Settings) -> str | None:
         return None
     started = time.time()
     bundle = train_bundle(store, settings.recommend)
-    save_bundle(bundle, settings.model_dir, promote=True)
-    retrained(settings.model_dir, started, prune=settings.privacy.erasure_prunes_models)
+    registry = open_registry(settings)
+    save_bundle(bundle, settings.model_dir, promote=True, registry=registry)
+    prune = settings.privacy.erasure_prunes_models
+    retrained(settings.model_dir, started, prune=prune, registry=registry)
     return bundle.version

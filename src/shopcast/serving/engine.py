@@ -45,7 +45,7 @@ from shopcast.training.bundle import (
     load_current,
     train_bundle,
 )
-from shopcast.training.registry import ModelRegistry
+from shopcast.training.registry import open_registry
 
 
 def interactions_from_events(
@@ -139,7 +139,7 @@ class Engine:
     @classmethod
     def open(cls, store: Store, settings: Settings) -> Engine:
         """Load the CURRENT bundle (or fit one on the log), caught up on newer events."""
-        bundle = load_current(settings.model_dir)
+        bundle = load_current(settings.model_dir, open_registry(settings))
         if bundle is None:
             bundle = train_bundle(store, settings.recommend)
         return cls(store, settings, bundle)
@@ -192,10 +192,11 @@ class Engine:
 
     def reload_if_changed(self) -> bool:
         """Swap to the registry's CURRENT version if another one is in service."""
-        version = ModelRegistry(self.settings.model_dir).current()
+        registry = open_registry(self.settings)  # PostgreSQL's, with a postgresql:// URL
+        version = registry.current()
         if version is None or version == self.bundle.version:
             return False
-        self.swap(load_bundle(ModelRegistry(self.settings.model_dir).path(version)))
+        self.swap(load_bundle(registry.path(version)))
         return True
 
     def catch_up(self) -> int:

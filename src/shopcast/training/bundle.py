@@ -219,8 +219,17 @@ def _without_declined(store: Store, frame: pl.DataFrame, data: Interactions) -> 
     return Interactions.from_frame(keep, users=data.users, items=data.items)
 
 
-def save_bundle(bundle: ModelBundle, model_dir: Path, *, promote: bool = True) -> Path:
-    """Write the bundle; make it CURRENT unless ``promote`` is False."""
+def save_bundle(
+    bundle: ModelBundle,
+    model_dir: Path,
+    *,
+    promote: bool = True,
+    registry: ModelRegistry | None = None,
+) -> Path:
+    """Write the bundle; make it CURRENT unless ``promote`` is False.
+
+    ``registry`` (default: the files of ``model_dir``) records it, e.g. ``open_registry``'s
+    PostgreSQL registry."""
     path = model_dir / bundle.version
     path.mkdir(parents=True, exist_ok=False)
     (path / "items.json").write_text(json.dumps(bundle.items.ids))
@@ -237,8 +246,10 @@ def save_bundle(bundle: ModelBundle, model_dir: Path, *, promote: bool = True) -
     }
     # The manifest goes last: a directory without one is not a (complete) bundle.
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    registry = registry or ModelRegistry(model_dir)
+    registry.register(bundle.version, manifest)
     if promote:
-        ModelRegistry(model_dir).promote(bundle.version)
+        registry.promote(bundle.version)
     return path
 
 
@@ -272,8 +283,8 @@ def _model_class(name: str) -> type[Recommender]:
     return LearnedRanker if name == LearnedRanker.name else model_class(name)
 
 
-def load_current(model_dir: Path) -> ModelBundle | None:
+def load_current(model_dir: Path, registry: ModelRegistry | None = None) -> ModelBundle | None:
     """The bundle named by ``CURRENT``, or None when nothing was trained yet."""
-    registry = ModelRegistry(model_dir)
+    registry = registry or ModelRegistry(model_dir)
     version = registry.current()
     return None if version is None else load_bundle(registry.path(version))

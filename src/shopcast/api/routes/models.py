@@ -8,13 +8,13 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from shopcast.api.routes._common import engine_of, settings_of
-from shopcast.training.registry import ModelRegistry
+from shopcast.training.registry import ModelRegistry, open_registry
 
 router = APIRouter(tags=["models"])
 
 
 def _registry(request: Request) -> ModelRegistry:
-    return ModelRegistry(settings_of(request).model_dir)
+    return open_registry(settings_of(request))
 
 
 @router.get("/v1/models")
