@@ -361,8 +361,13 @@ def demo(
     simulated: Annotated[
         bool, typer.Option("--simulated", help="Use the simulated shop even if data exists")
     ] = False,
+    open_browser: Annotated[
+        bool,
+        typer.Option("--open/--no-open", help="Open the demo storefront in a web browser"),
+    ] = True,
 ) -> None:
-    """The whole loop: import a shop, train, serve on 127.0.0.1, print URLs to try.
+    """The whole loop: import a shop, train, serve on 127.0.0.1, print URLs to try;
+    the demo storefront (/demo/shop) opens in the browser when one is available.
 
     Imports UCI Online Retail from SHOPCAST_DATA when present, otherwise a built-in
     SIMULATED shop (labelled as such).
@@ -407,8 +412,31 @@ def demo(
     console.print(f"\nAPI docs:        {base}/docs")
     console.print(f"recommendation:  {base}/v1/users/{user}/recommendations?k=10")
     console.print(f"health:          {base}/v1/health")
+    console.print(f"[bold]demo shop:       {base}/demo/shop?user={user}[/]")
+    console.print(f"[bold]dashboard:       {base}/dashboard[/]")
     if not once:
+        if open_browser:
+            _open_when_up(f"{base}/demo/shop?user={user}", f"{base}/v1/health")
         _serve(settings, "127.0.0.1", port)
+
+
+def _open_when_up(url: str, health: str) -> None:
+    """Open ``url`` in the user's browser once the server answers (no-op without one)."""
+    import threading
+    import webbrowser
+
+    import httpx
+
+    def wait_and_open() -> None:
+        for _ in range(600):
+            try:
+                if httpx.get(health, timeout=1).status_code == 200:
+                    webbrowser.open(url)  # returns False on a machine without a browser
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+
+    threading.Thread(target=wait_and_open, daemon=True).start()
 
 
 def _load_demo_shop(store: Any, settings: Settings, simulated: bool) -> None:

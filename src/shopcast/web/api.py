@@ -105,7 +105,7 @@ async def overview(request: Request) -> dict[str, Any]:
 CHARTS = ("events", "requests", "latency", "daily")
 
 
-def _chart(request: Request, name: str) -> str:
+def _chart(request: Request, name: str, width: int) -> str:
     if name in ("requests", "latency"):
         minutes = request_stats(request.app).per_minute()
         if name == "requests":
@@ -114,12 +114,14 @@ def _chart(request: Request, name: str) -> str:
                 _minute_labels(),
                 title="Recommendation requests per minute (this server, UTC)",
                 y_label="requests",
+                width=width,
             )
         return line_chart(
             {"p50": minutes["p50"], "p95": minutes["p95"]},
             _minute_labels(),
             title="Recommendation latency per minute, ms (this server, UTC)",
             y_label="ms",
+            width=width,
         )
     stats = event_stats(request)
     stats.refresh()
@@ -133,6 +135,7 @@ def _chart(request: Request, name: str) -> str:
             title="Events per minute by type (last hour, UTC)",
             y_label="events",
             empty="no events in the last hour",
+            width=width,
         )
     days = stats.daily()
     return line_chart(
@@ -140,6 +143,7 @@ def _chart(request: Request, name: str) -> str:
         [d["day"][5:] for d in days],
         title="Click-through and conversion per day (last 30 days with events)",
         percent=True,
+        width=width,
     )
 
 
@@ -148,11 +152,15 @@ def _chart(request: Request, name: str) -> str:
     response_class=Response,
     responses={200: {"content": {"image/svg+xml": {}}}, 404: {"description": "Unknown chart"}},
 )
-async def chart(request: Request, name: str) -> Response:
+async def chart(
+    request: Request,
+    name: str,
+    width: Annotated[int, Query(ge=240, le=2000, description="Drawing width in px")] = 640,
+) -> Response:
     """A server-rendered SVG chart: ``events``, ``requests``, ``latency`` or ``daily``."""
     if name not in CHARTS:
         raise NotFoundError(f"no chart {name!r}; one of {', '.join(CHARTS)}")
-    svg = await run_in_threadpool(_chart, request, name)
+    svg = await run_in_threadpool(_chart, request, name, width)
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 

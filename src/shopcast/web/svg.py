@@ -15,7 +15,7 @@ from html import escape
 #: Colour-blind-safe palette (Okabe–Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000")
 
-W, H = 640, 240
+DEFAULT_W, H = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 16, 44
 
 
@@ -45,8 +45,13 @@ def line_chart(
     y_label: str = "",
     percent: bool = False,
     empty: str = "no data yet",
+    width: int = DEFAULT_W,
 ) -> str:
-    """Lines over shared x ``labels`` (a few of them printed under the axis)."""
+    """Lines over shared x ``labels`` (a few of them printed under the axis).
+
+    ``width``: the drawing's width in px — the container's, so text keeps its size.
+    """
+    W = max(240, min(int(width), 2000))
     n = len(labels)
     values = [v for ys in series.values() for v in ys if v is not None]
     top = _nice_max(max(values, default=0.0))
@@ -79,7 +84,7 @@ def line_chart(
             f'transform="rotate(-90 12 {TOP + ph / 2:.0f})" text-anchor="middle">'
             f"{escape(y_label)}</text>"
         )
-    step = max(1, math.ceil(n / 6))
+    step = max(1, math.ceil(n / max(2, (W - LEFT - RIGHT) // 70)))  # ~70 px per label
     for i in range(0, n, step):
         parts.append(
             f'<text x="{x(i):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle" font-size="11" '
@@ -115,6 +120,8 @@ def line_chart(
             f'<text x="{lx + 14}" y="{H - 5}" font-size="11" fill="#222">{escape(name)}</text>'
         )
         lx += 22 + 7 * len(name)
+        if lx > W - 60:  # no room for more: the <desc> still names every series
+            break
     parts.append("</svg>")
     return "".join(parts)
 

@@ -70,19 +70,60 @@
   });
 
   // -- overview -------------------------------------------------------------------------
-  function kpi(label, value, testid) {
-    return el("div", { class: "kpi", "data-testid": testid || null }, el("div", { class: "v" }, value), el("div", { class: "l" }, label));
+  function kpi(label, value, testid, code) {
+    return el("div", { class: "kpi", "data-testid": testid || null }, el("div", { class: code ? "v code" : "v" }, value), el("div", { class: "l" }, label));
   }
 
   async function loadCharts() {
     for (const box of document.querySelectorAll("[data-chart]")) {
       try {
-        const svg = await api(`/v1/dashboard/charts/${box.dataset.chart}.svg`, { headers: { Accept: "image/svg+xml" } });
+        const width = Math.max(240, Math.min(2000, Math.round(box.clientWidth || 640)));
+        const svg = await api(`/v1/dashboard/charts/${box.dataset.chart}.svg?width=${width}`, { headers: { Accept: "image/svg+xml" } });
         box.innerHTML = svg; // our own server-rendered SVG (escaped there)
       } catch (err) {
         box.replaceChildren(problem(err));
       }
     }
+  }
+
+  function span(seconds) {
+    if (seconds % 86400 === 0) return `${seconds / 86400} d`;
+    if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+    return `${Math.round(seconds / 60)} min`;
+  }
+
+  const ONLINE = [
+    ["impressions", "impressions"], ["clicks", "clicks"], ["ctr", "CTR"],
+    ["conversion_rate", "conversion (purchases / clicks)"], ["purchases", "purchases"],
+    ["revenue", "revenue"], ["rpm", "revenue per 1000 impressions"], ["coverage", "catalog coverage"],
+    ["exposure_gini", "exposure Gini"], ["intra_list_diversity", "intra-list diversity"],
+    ["shoppers", "shoppers"], ["recommendations", "recommendation lists"],
+  ];
+  const RATES = new Set(["ctr", "conversion_rate", "coverage"]);
+
+  /** GET /v1/metrics (feedback loop): windows side by side; breakdowns of the longest. */
+  function onlineMetrics(m) {
+    if (!m || !Array.isArray(m.windows) || !m.windows.length || !m.windows[0].overall) return render(m);
+    const cell = (key, v) => (v === null || v === undefined ? "–" : RATES.has(key) ? pct(v, 2) : typeof v === "number" ? (Number.isInteger(v) ? v.toLocaleString() : v.toFixed(3)) : String(v));
+    const table = el("table", { "data-testid": "online-windows" },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "metric"), m.windows.map((w) => el("th", { scope: "col" }, `last ${span(w.window_s)}`)))),
+      el("tbody", {}, ONLINE.filter(([k]) => m.windows.some((w) => k in w.overall)).map(([k, label]) =>
+        el("tr", {}, el("th", { scope: "row" }, label), m.windows.map((w) => el("td", {}, cell(k, w.overall[k])))))));
+    const longest = m.windows[m.windows.length - 1];
+    const breakdowns = Object.keys(longest).filter((k) => k.startsWith("by_") && Array.isArray(longest[k]) && longest[k].length);
+    const parts = [el("div", { class: "table-wrap" }, table)];
+    for (const key of breakdowns) {
+      const rows = longest[key];
+      const dim = key.slice(3);
+      parts.push(el("details", {}, el("summary", {}, `by ${dim.replace(/_/g, " ")} (last ${span(longest.window_s)})`),
+        el("div", { class: "table-wrap" }, el("table", {},
+          el("thead", {}, el("tr", {}, [dim, "impressions", "clicks", "CTR", "purchases", "conversion"].map((h) => el("th", { scope: "col" }, h)))),
+          el("tbody", {}, rows.slice(0, 20).map((r) => el("tr", {}, el("td", {}, String(r[dim])),
+            el("td", {}, cell("impressions", r.impressions)), el("td", {}, cell("clicks", r.clicks)),
+            el("td", {}, cell("ctr", r.ctr)), el("td", {}, cell("purchases", r.purchases)),
+            el("td", {}, cell("conversion_rate", r.conversion_rate)))))))));
+    }
+    return el("div", {}, ...parts);
   }
 
   async function loadOverview() {
@@ -99,12 +140,12 @@
         kpi(`CTR / conversion (${today ? today.day : "latest day"})`, today ? `${pct(today.ctr)} / ${pct(today.conversion)}` : "–", "kpi-ctr"),
         kpi("catalog coverage: with events / recommended (24 h)", `${pct(o.coverage.event_coverage)} / ${pct(o.coverage.recommendation_coverage)}`, "kpi-coverage"),
         kpi("events in the log", o.total_events.toLocaleString(), "kpi-total"),
-        kpi("model serving", o.model_version, "kpi-model"));
+        kpi("model serving", o.model_version, "kpi-model", true));
       document.getElementById("overview-updated").textContent = `updated ${new Date(o.generated_at * 1000).toLocaleTimeString()}`;
       await loadCharts();
       const metrics = await optional("/v1/metrics");
       const box = document.getElementById("online-metrics");
-      box.replaceChildren(metrics === null ? na("Online metrics (GET /v1/metrics)") : render(metrics));
+      box.replaceChildren(metrics === null ? na("Online metrics (GET /v1/metrics)") : onlineMetrics(metrics));
     } catch (err) {
       document.getElementById("kpis").replaceChildren(problem(err));
     }
