@@ -10,11 +10,10 @@ import pytest
 
 from shopcast.config import Settings
 from shopcast.domain import Event, Item, User
-from shopcast.features.targeting import TargetingQuery
 from shopcast.push.attribution import Attribution
 from shopcast.push.channels import Outcome, Sent
 from shopcast.push.engine import PushEngine
-from shopcast.push.items import CatalogItems, ItemInfo
+from shopcast.push.items import CatalogItems, ItemInfo, TargetQuery
 from shopcast.push.messages import LIVE, WEBHOOK, Claim, PushItem
 from shopcast.push.outbox import open_outbox
 from shopcast.push.state import PushState
@@ -59,7 +58,7 @@ class FakeItems(CatalogItems):
         super().__init__(items)
         self.targets: list[tuple[str, float, str]] = []
 
-    def target(self, query: TargetingQuery, *, min_score: float) -> list[tuple[str, float, str]]:
+    def target(self, query: TargetQuery, *, min_score: float) -> list[tuple[str, float, str]]:
         return [t for t in self.targets if t[1] >= min_score]
 
     def recommend(self, user_id: str, **kw: Any) -> list[PushItem]:

@@ -404,6 +404,15 @@ class PushEngine:
                     report.errors.append(outcome.error)
         return report
 
+    def connected(self, user_id: str) -> DeliveryReport:
+        """A live stream of the user opened: send its pending live pushes now (those
+        waiting for a stream are retried every ``live_retry_s``; this looks that far
+        ahead, so none waits for its next retry)."""
+        if LIVE not in self.channels:
+            return DeliveryReport()
+        ahead = self.clock() + self.config.live_retry_s
+        return self.deliver(ahead, channel=LIVE, user_id=user_id)
+
     # -- feedback and reads -------------------------------------------------------------------
 
     def feedback(self, message_id: str, kind: str, now: float | None = None) -> bool:

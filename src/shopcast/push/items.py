@@ -14,11 +14,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from shopcast.domain import Event, EventType, Item
-from shopcast.features.targeting import TargetFilters, TargetingQuery
 from shopcast.push.messages import PushItem
 
 if TYPE_CHECKING:
     from shopcast.serving.engine import Engine
+
+
+@dataclass(frozen=True, slots=True)
+class TargetQuery:
+    """Who to reach: an item, a category and/or brand, or a text (the targeting API's
+    target; ``features.targeting.TargetingQuery`` without the filters)."""
+
+    item_id: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    text: str | None = None
+    limit: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +80,7 @@ class ItemSource(Protocol):
         k: int = 4,
     ) -> list[PushItem]: ...
 
-    def target(self, query: TargetingQuery, *, min_score: float) -> list[tuple[str, float, str]]:
+    def target(self, query: TargetQuery, *, min_score: float) -> list[tuple[str, float, str]]:
         """``(user_id, score, reason)`` best first, only users who allow ``push``."""
         ...
 
@@ -112,15 +123,15 @@ class EngineItems:
             rec = engine.pipeline.run(engine._impersonal(request), now)
         return [PushItem(i.item_id, i.title, i.price, i.reason) for i in rec.items]
 
-    def target(self, query: TargetingQuery, *, min_score: float) -> list[tuple[str, float, str]]:
+    def target(self, query: TargetQuery, *, min_score: float) -> list[tuple[str, float, str]]:
+        from shopcast.features.targeting import TargetingQuery
+
         q = TargetingQuery(
             item_id=query.item_id,
             category=query.category,
             brand=query.brand,
             text=query.text,
             limit=query.limit,
-            exclude_buyers=query.exclude_buyers,
-            filters=TargetFilters(consent=()),
         )
         result = self.engine.target(q)
         return [(u.user_id, u.score, u.reason) for u in result.users if u.score >= min_score]
@@ -183,7 +194,7 @@ class CatalogItems:
                     skip.add(item_id)
         return out
 
-    def target(self, query: TargetingQuery, *, min_score: float) -> list[tuple[str, float, str]]:
+    def target(self, query: TargetQuery, *, min_score: float) -> list[tuple[str, float, str]]:
         cat = query.category
         if cat is None and query.item_id in self.catalog:
             cat = self.catalog[query.item_id].leaf

@@ -34,7 +34,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shopcast.config import PushSettings
 from shopcast.domain import User
-from shopcast.privacy.consent import personalizes
 from shopcast.push.attribution import DEFERRED, HOLDOUT, SENT, SUPPRESSED, Decision
 from shopcast.push.messages import PushItem, stable_id
 
@@ -124,7 +123,8 @@ def quiet_until(settings: PushSettings, user: User | None, now: float) -> float 
 def _consent_channels(
     settings: PushSettings, user: User | None, channels: Sequence[str]
 ) -> tuple[str | None, tuple[str, ...]]:
-    if user is not None and not personalizes(user):
+    # privacy.consent.personalizes (inlined: that module pulls in the model stack)
+    if user is not None and user.consent.get("personalization", True) is False:
         return "consent", ()
     consent = user.consent if user is not None else {}
     if consent.get("push") is False:

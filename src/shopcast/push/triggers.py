@@ -38,8 +38,7 @@ from typing import Any, ClassVar
 
 from shopcast.config import PushGuide, PushPromotion, PushSettings, PushTriggerSettings
 from shopcast.domain import Event, EventType
-from shopcast.features.targeting import TargetingQuery
-from shopcast.push.items import ItemInfo, ItemSource
+from shopcast.push.items import ItemInfo, ItemSource, TargetQuery
 from shopcast.push.messages import PushItem
 from shopcast.push.policy import Candidate
 from shopcast.push.state import ItemSnapshot, PushState, Timer
@@ -567,7 +566,7 @@ class Promotion(Trigger):
 
     def run(self, ctx: TriggerContext, promo: PushPromotion) -> list[Candidate]:
         cfg = ctx.cfg(self.name)
-        query = TargetingQuery(
+        query = TargetQuery(
             item_id=promo.item_id,
             category=promo.category,
             brand=promo.brand,
@@ -618,7 +617,7 @@ class NewArrivals(Trigger):
                 continue
             if not ctx.now - max(cfg.window, DAY) <= item.created_at <= ctx.now + HOUR:
                 continue
-            query = TargetingQuery(item_id=item.item_id, limit=1000)
+            query = TargetQuery(item_id=item.item_id, limit=1000)
             for user, score, reason in ctx.items.target(query, min_score=cfg.min_score):
                 subject = [item.push_item(reason or "new arrival")]
                 extra = self.fill(ctx, user, "home", subject, category=item.leaf)
