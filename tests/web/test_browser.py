@@ -220,9 +220,26 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     page.wait_for_selector("[data-testid=item-targets] table, [data-testid=item-targets] p")
     shot(page, "dashboard-item-1280")
 
+    spec = {
+        "experiment_id": f"pw-{uuid.uuid4().hex[:6]}",
+        "variants": [{"name": "control", "share": 1}, {"name": "diverse", "share": 1}],
+        "scenes": ["cart"],
+    }
+    created = httpx.post(f"{live_server.url}/v1/experiments", json=spec, timeout=10)
+    push_metrics = httpx.get(f"{live_server.url}/v1/push/metrics", timeout=10)
     page.click("#tab-experiments")
     page.wait_for_selector("[data-testid=push-out] > *")
     page.wait_for_selector("[data-testid=experiments-out] > *")
+    if created.status_code == 201:  # the feedback loop's experiments are deployed
+        rows = page.wait_for_selector(f"h3:has-text('{spec['experiment_id']}') + * tbody")
+        assert rows.inner_text().count("\n") >= 1  # both variants
+    else:
+        assert created.status_code == 404
+        assert "not available" in page.inner_text("[data-testid=experiments-out]")
+    if push_metrics.status_code == 200:
+        page.wait_for_selector("[data-testid=push-triggers], [data-testid=push-out] p")
+    else:
+        assert "not available" in page.inner_text("[data-testid=push-out]")
     shot(page, "dashboard-experiments-1280")
 
     page.click("#tab-jobs")

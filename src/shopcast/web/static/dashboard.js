@@ -329,16 +329,86 @@
   });
 
   // -- experiments and push -------------------------------------------------------------
+  const fmtCi = (ci, asPct) => (Array.isArray(ci) && ci.length === 2 && ci[0] !== null
+    ? ` [${asPct ? pct(ci[0], 2) : ci[0].toFixed(4)}, ${asPct ? pct(ci[1], 2) : ci[1].toFixed(4)}]` : "");
+  const RATE_METRICS = new Set(["ctr", "conversion", "conversion_rate", "purchase_rate"]);
+
+  /** One experiment's report: variants with 95 % intervals, comparisons with the control. */
+  function experimentReport(exp, rep) {
+    const head = el("h3", {}, `${exp.experiment_id} `, el("span", { class: "small muted" }, `${exp.status} · metric ${exp.metric}${exp.description ? ` · ${exp.description}` : ""}`));
+    if (!rep) return el("div", { class: "experiment" }, head, el("p", { class: "na" }, "report not available"));
+    const metrics = [...new Set(rep.variants.flatMap((v) => Object.keys(v.metrics || {})))];
+    const variants = el("div", { class: "table-wrap" }, el("table", { "data-testid": "experiment-variants" },
+      el("caption", { class: "visually-hidden" }, `Variants of ${exp.experiment_id}`),
+      el("thead", {}, el("tr", {}, ["variant", "share", "model", "users", "impressions", "clicks", "purchases", ...metrics.map((m) => `${m} (95% CI)`)].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, rep.variants.map((v) => el("tr", {},
+        el("th", { scope: "row" }, v.name), el("td", {}, String(v.share)), el("td", {}, v.model_version || "CURRENT"),
+        el("td", {}, String(v.users)), el("td", {}, String(v.impressions)), el("td", {}, String(v.clicks)), el("td", {}, String(v.purchases)),
+        metrics.map((m) => {
+          const e = (v.metrics || {})[m] || {};
+          const isRate = RATE_METRICS.has(m);
+          const val = e.value === null || e.value === undefined ? "–" : isRate ? pct(e.value, 2) : e.value.toFixed(4);
+          return el("td", {}, val, el("span", { class: "small muted" }, fmtCi(e.ci, isRate)));
+        }))))));
+    const comps = (rep.comparisons || []).length ? el("div", { class: "table-wrap" }, el("table", {},
+      el("thead", {}, el("tr", {}, ["variant vs control", "metric", "difference (CI)", "relative lift (CI)", "p", "significant"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, rep.comparisons.map((c) => el("tr", {},
+        el("td", {}, `${c.variant} vs ${c.control}`), el("td", {}, c.metric),
+        el("td", {}, c.diff === null ? "–" : c.diff.toFixed(4), el("span", { class: "small muted" }, fmtCi(c.ci, false))),
+        el("td", {}, c.relative_lift === null ? "–" : pct(c.relative_lift, 1), el("span", { class: "small muted" }, fmtCi(c.lift_ci, true))),
+        el("td", {}, c.p_value === null ? "–" : String(c.p_value)),
+        el("td", {}, c.significant ? "yes" : "no")))))) : null;
+    const srm = rep.sample_ratio_mismatch && rep.sample_ratio_mismatch.detected
+      ? el("p", { class: "error" }, `Sample ratio mismatch (p = ${rep.sample_ratio_mismatch.p_value}): the split is broken; do not trust the comparison.`) : null;
+    return el("div", { class: "experiment" }, head, srm, variants, comps,
+      el("p", { class: "small" }, `winner: ${rep.winner || "none yet"} · α = ${rep.alpha} (corrected ${rep.corrected_alpha})`));
+  }
+
+  /** GET /v1/push/metrics: per trigger, what was decided, suppressed (by rule), delivered, and lift. */
+  function pushMetrics(p) {
+    if (!p || typeof p.triggers !== "object") return render(p);
+    const names = Object.keys(p.triggers);
+    if (!names.length) return el("p", { class: "muted" }, "No push decision yet.");
+    const sum = (chans, k) => Object.values(chans || {}).reduce((a, c) => a + (c[k] || 0), 0);
+    const table = el("table", { "data-testid": "push-triggers" },
+      el("thead", {}, el("tr", {}, ["trigger", "decisions", "sent", "held out", "deferred", "suppressed (by rule)", "delivered", "opened", "clicked", "purchases", "lift vs holdout (95% CI)"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, names.map((name) => {
+        const t = p.triggers[name];
+        const sup = t.suppressed || {};
+        const supTotal = Object.values(sup).reduce((a, b) => a + b, 0);
+        const l = t.lift || {};
+        return el("tr", { "data-trigger": name },
+          el("th", { scope: "row" }, name), el("td", {}, String(t.decisions)), el("td", {}, String(t.sent || 0)),
+          el("td", {}, String(t.holdout || 0)), el("td", {}, String(t.deferred || 0)),
+          el("td", {}, String(supTotal), supTotal ? el("span", { class: "small muted" }, ` (${Object.entries(sup).map(([r, n]) => `${r || "other"}: ${n}`).join(", ")})`) : null),
+          el("td", {}, String(sum(t.channels, "delivered"))), el("td", {}, String(sum(t.channels, "opened"))),
+          el("td", {}, String(sum(t.channels, "clicked"))), el("td", {}, String(sum(t.channels, "purchases"))),
+          el("td", {}, l.lift === null || l.lift === undefined ? "–" : `${(l.lift * 100).toFixed(2)} pp`,
+            el("span", { class: "small muted" }, l.ci95 ? ` [${(l.ci95[0] * 100).toFixed(2)}, ${(l.ci95[1] * 100).toFixed(2)}] pp` : ""),
+            l.relative_lift !== null && l.relative_lift !== undefined ? el("span", { class: "small" }, ` (${pct(l.relative_lift, 0)})`) : null));
+      })));
+    const totals = p.totals ? el("p", { class: "small" }, Object.entries(p.totals).map(([k, v]) => `${k}: ${v}`).join(" · ")) : null;
+    const dead = p.dead_letters ? el("p", { class: "error small" }, `dead letters: ${p.dead_letters}`) : null;
+    return el("div", {}, totals, dead, el("div", { class: "table-wrap" }, table));
+  }
+
   async function loadExperiments() {
     const exp = document.getElementById("experiments-out");
     const push = document.getElementById("push-out");
     try {
       const e = await optional("/v1/experiments");
-      exp.replaceChildren(e === null ? na("Experiments (GET /v1/experiments)") : render(e.experiments || e));
+      if (e === null) exp.replaceChildren(na("Experiments (GET /v1/experiments)"));
+      else if (!Array.isArray(e.experiments)) exp.replaceChildren(render(e));
+      else if (!e.experiments.length) exp.replaceChildren(el("p", { class: "muted" }, "No experiment yet (POST /v1/experiments starts one)."));
+      else {
+        const reports = await Promise.all(e.experiments.map((x) =>
+          optional(`/v1/experiments/${encodeURIComponent(x.experiment_id)}/report`).catch(() => null)));
+        exp.replaceChildren(...e.experiments.map((x, i) => experimentReport(x, reports[i])));
+      }
     } catch (err) { exp.replaceChildren(problem(err)); }
     try {
       const p = await optional("/v1/push/metrics");
-      push.replaceChildren(p === null ? na("Push metrics (GET /v1/push/metrics)") : render(p.triggers || p));
+      push.replaceChildren(p === null ? na("Push metrics (GET /v1/push/metrics)") : pushMetrics(p));
     } catch (err) { push.replaceChildren(problem(err)); }
   }
   loaders.experiments = () => { loadExperiments(); timers.experiments = setInterval(loadExperiments, 10000); };
