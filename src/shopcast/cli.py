@@ -277,6 +277,12 @@ def train(
             show_default=False,
         ),
     ] = None,
+    ddp: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Train the sequence model with N data-parallel processes (gloo, CPU)"
+        ),
+    ] = 1,
 ) -> None:
     """Fit every model on the event log and make the result the CURRENT model."""
     settings = settings_for(db)
@@ -284,11 +290,11 @@ def train(
         settings.training.sequence = sequence
     if embedding is not None:
         settings.training.embedding = embedding
-    version = _train(settings, ranker=ranker)
+    version = _train(settings, ranker=ranker, ddp=ddp)
     console.print(f"model [bold]{version}[/] is CURRENT in {settings.model_dir}")
 
 
-def _train(settings: Settings, *, ranker: bool | None = None) -> str:
+def _train(settings: Settings, *, ranker: bool | None = None, ddp: int = 1) -> str:
     from shopcast.privacy.crypto import open_private_store
     from shopcast.privacy.erasure import retrained
     from shopcast.training.bundle import save_bundle, train_bundle
@@ -305,6 +311,7 @@ def _train(settings: Settings, *, ranker: bool | None = None) -> str:
                 training=settings.training,
                 ranker=ranker,
                 settings=settings,
+                ddp=ddp,
             )
         registry = open_registry(settings)  # PostgreSQL's, with a postgresql:// URL
         save_bundle(bundle, settings.model_dir, registry=registry)

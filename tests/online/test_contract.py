@@ -33,7 +33,12 @@ class FakeLog:
 
 
 def ev(
-    eid: str, item: str, kind: str = "view", user: str | None = "u1", ts: float = 1000.0, **kw: object
+    eid: str,
+    item: str,
+    kind: str = "view",
+    user: str | None = "u1",
+    ts: float = 1000.0,
+    **kw: object,
 ) -> Event:
     session = kw.pop("session_id", None)
     return Event(
@@ -65,7 +70,9 @@ def make_state(request: pytest.FixtureRequest) -> Iterator[Callable[[FakeLog], O
 # -- live sessions -------------------------------------------------------------------------
 
 
-def test_get_loads_the_log_once_then_follows_observe(make_state: Callable[..., OnlineState]) -> None:
+def test_get_loads_the_log_once_then_follows_observe(
+    make_state: Callable[..., OnlineState],
+) -> None:
     log = FakeLog()
     log.append(ev("e1", "a", ts=1), ev("e2", "b", ts=2))
     sessions = make_state(log).sessions

@@ -478,7 +478,17 @@ class SASRec:
         end = self.positions == "end"
         workspace = tnet.Workspace()
         total, count = 0.0, 0
-        for idx in _batches(rows, self.batch_size, rng):
+        # Data parallel (shopcast.training.distributed): each rank takes a slice of every
+        # batch; its loss is weighted by its share of the batch's targets and gradients
+        # are summed across ranks, so every step is the single-process step.
+        dist = getattr(self, "_data_parallel", None)
+        for batch in _batches(rows, self.batch_size, rng):
+            idx = batch if dist is None else batch[dist.rank :: dist.world]
+            if dist is not None and not idx:
+                opt.zero_grad(set_to_none=True)
+                dist.sum_gradients(net)
+                opt.step()
+                continue
             tokens, positions = tnet.layout([rows.inputs[i] for i in idx], self.max_len, end)
             targets, _ = tnet.layout([rows.targets[i] for i in idx], self.max_len, end)
             table = net.item_table()
@@ -499,7 +509,12 @@ class SASRec:
             else:
                 loss = tnet.sampled_softmax_loss(hs, ys, table, self.negatives)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if dist is None:
+                loss.backward()
+            else:
+                share = int(ys.shape[0]) / sum(rows.targets[i].shape[0] for i in batch)
+                (loss * share).backward()
+                dist.sum_gradients(net)
             opt.step()
             if average is not None:
                 with torch.no_grad():

@@ -159,8 +159,12 @@ def train_bundle(
     *,
     ranker: bool | None = None,
     settings: Settings | None = None,
+    ddp: int = 1,
 ) -> ModelBundle:
     """Fit every model on the whole event log (catalog items join the vocabulary first).
+
+    ``ddp`` > 1 trains the sequence model with that many data-parallel processes
+    (``training/distributed.py``).
 
     ``ranker``: train the learned ranker (role ``ranker``, ``training/ranker_data.py``)
     — None: when the log is large enough and the ranker beats the blend on its test
@@ -177,7 +181,13 @@ def train_bundle(
     models = {**make_models(cfg), **optional_models(training or TrainingSettings(), store)}
     for role, model in models.items():
         report(f"fit {role}")
-        model.fit(data if role in AGGREGATE_ROLES else personal)
+        part = data if role in AGGREGATE_ROLES else personal
+        if role == "sequence" and ddp > 1 and isinstance(model, SASRec):
+            from shopcast.training.distributed import fit_sasrec_distributed
+
+            models[role] = fit_sasrec_distributed(model, part, world=ddp)
+        else:
+            model.fit(part)
     window = {
         "from_ts": float(data.ts.min()) if len(data) else None,
         "to_ts": float(data.ts.max()) if len(data) else None,

@@ -14,9 +14,9 @@ from the CLI or from one process reaches all of them. With a PostgreSQL ``databa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
