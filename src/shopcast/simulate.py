@@ -8,7 +8,7 @@ the same "collection" are viewed together, which gives co-visitation real struct
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -34,6 +34,33 @@ class SimulatedShop:
     items: list[Item]
     users: list[User]
     events: pl.DataFrame  # raw event columns, ready for shopcast.ingest.bulk.clean_events
+    #: Hidden preferences: each user's favourite category (index into ``CATEGORIES``).
+    favourite: dict[str, int] = field(default_factory=dict)
+
+    def click_probability(self, user_id: str, item_id: str, position: int) -> float:
+        """The SIMULATED shopper's chance to click ``item_id`` shown at ``position``
+        (1-based): 0.35 for the favourite category, 0.08 for its sibling (same top
+        level), 0.03 otherwise, times the position bias 1 / (1 + 0.1 (position - 1)).
+        The truth that experiment and off-policy evaluation tests check against."""
+        fav = self.favourite.get(user_id)
+        cat = _item_category(item_id, len(self.items))
+        if fav is None or cat is None:
+            base = 0.03
+        elif cat == fav:
+            base = 0.35
+        elif CATEGORIES[cat][0] == CATEGORIES[fav][0]:
+            base = 0.08
+        else:
+            base = 0.03
+        return base / (1.0 + 0.1 * (position - 1))
+
+
+def _item_category(item_id: str, n_items: int) -> int | None:
+    """Category index of a simulated item id (``sim-00042``), None for another id."""
+    if not item_id.startswith("sim-") or not item_id[4:].isdigit():
+        return None
+    i = int(item_id[4:])
+    return i % len(CATEGORIES) if i < n_items else None
 
 
 def simulate_shop(
@@ -97,7 +124,8 @@ def simulate_shop(
                     _row(rows, users[u].user_id, session, chosen, "purchase", t)
             t += float(rng.uniform(3600, 86400 * 3))
     events = pl.DataFrame(rows, schema_overrides={"timestamp": pl.Float64})
-    return SimulatedShop(items, users, events)
+    preferences = {users[u].user_id: int(favourite[u]) for u in range(n_users)}
+    return SimulatedShop(items, users, events, preferences)
 
 
 def _row(

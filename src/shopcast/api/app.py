@@ -20,8 +20,10 @@ from shopcast.api.limits import BodyLimitMiddleware
 from shopcast.api.routes import (
     catalog,
     events,
+    experiments,
     features,
     health,
+    metrics,
     models,
     profiles,
     recommend,
@@ -30,6 +32,7 @@ from shopcast.api.routes import (
 from shopcast.api.routes import privacy as privacy_routes
 from shopcast.config import Settings
 from shopcast.errors import ShopcastError, StorageUnavailableError
+from shopcast.feedback.prometheus import RequestMetricsMiddleware, Telemetry
 from shopcast.online.sync import OnlineSync
 from shopcast.privacy.crypto import open_private_store
 from shopcast.privacy.pseudonym import Pseudonymizer
@@ -106,12 +109,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.telemetry = Telemetry()  # /metrics: request counts and latency
     from shopcast.web import RequestTimer  # here: shopcast.web imports shopcast.api
     from shopcast.web import router as web_router
 
     app.add_middleware(RequestTimer)  # recommendation latency for the dashboard
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(AuthMiddleware, settings=settings)  # outermost: before any body is read
+    app.add_middleware(RequestMetricsMiddleware, telemetry=app.state.telemetry)  # all answers
     document_security(app, settings)
 
     @app.exception_handler(ShopcastError)
@@ -135,5 +140,7 @@ def create_app(
     for module in (health, events, catalog, recommend, features, profiles, models, targeting):
         app.include_router(module.router)
     app.include_router(privacy_routes.router)
+    app.include_router(metrics.router)  # /v1/metrics, /metrics (feedback)
+    app.include_router(experiments.router)  # /v1/experiments (A/B, OPE)
     app.include_router(web_router)  # /dashboard, /demo/shop and their JSON endpoints
     return app

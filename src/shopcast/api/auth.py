@@ -50,7 +50,7 @@ _READ = frozenset({"GET", "HEAD"})
 RULES: tuple[tuple[frozenset[str] | None, re.Pattern[str], KeyScope], ...] = (
     (frozenset({"POST"}), re.compile(r"^/v1/events/?$"), "ingest"),
     (frozenset({"POST"}), re.compile(r"^/v1/cart/recommendations/?$"), "read"),
-    (None, re.compile(r"^/v1/(models|privacy|keys|admin|target)"), "admin"),
+    (None, re.compile(r"^/v1/(models|privacy|keys|admin|target|experiments)"), "admin"),
     (_READ, re.compile(r"^/v1/users/[^/]+/?$"), "admin"),
     (_READ, re.compile(r"^/v1/users/[^/]+/profile/?$"), "admin"),
     (_READ, re.compile(r"^/v1/segments/[^/]+/users/?$"), "admin"),

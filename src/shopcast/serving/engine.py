@@ -7,12 +7,13 @@ the live session feeds the co-visitation source and the models learn online.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -20,6 +21,7 @@ import polars as pl
 from shopcast.config import Settings
 from shopcast.domain import Event, Item, Recommendation, RecommendedItem, User
 from shopcast.errors import NotFoundError, StateUnavailableError
+from shopcast.experiments.layer import ExperimentLayer
 from shopcast.features.live import LiveItemFeatures
 from shopcast.features.profile_index import ProfileIndex
 from shopcast.features.targeting import (
@@ -46,6 +48,8 @@ from shopcast.training.bundle import (
     train_bundle,
 )
 from shopcast.training.registry import open_registry
+
+log = logging.getLogger(__name__)
 
 
 def interactions_from_events(
@@ -97,6 +101,15 @@ class _Serving:
 UNPUBLISHED_MAX = 200_000
 
 
+class EngineListener(Protocol):
+    """Sees what the engine applied: the events ``observe`` committed (not remote ones)
+    and upserted items. The push engine listens (``shopcast.push``)."""
+
+    def observe(self, events: Sequence[Event]) -> Any: ...
+
+    def observe_items(self, items: Sequence[Item]) -> Any: ...
+
+
 class Engine:
     """Answers recommendation requests and learns from every event."""
 
@@ -132,9 +145,14 @@ class Engine:
         ).rebuild(list(store.items.scan()))
         self._install(self._prepare(bundle))
         self._targeter: Targeter | None = None  # built from the log on first use
+        self.listeners: list[EngineListener] = []  # see EngineListener
         self.impressions = (
             ImpressionLog(store.events) if settings.recommend.log_impressions else None
         )
+        # A/B experiments: other model versions served beside the bundle (by version).
+        self._variants: dict[str, _Serving] = {}
+        self._variant_lock = threading.Lock()
+        self.experiments = ExperimentLayer(self)
 
     @classmethod
     def open(cls, store: Store, settings: Settings) -> Engine:
@@ -221,6 +239,7 @@ class Engine:
             if cfg.live_sessions:
                 self.sessions.observe(list(events))
             self.profiles.observe(events)
+        self._notify("observe", events)
 
     def publish(self, events: Sequence[Event], after_seq: int) -> None:
         """Put committed events on the bus (shared state only). Redis down: the events
@@ -271,16 +290,51 @@ class Engine:
         return done
 
     def _learn(self, events: Sequence[Event]) -> None:
-        data = interactions_from_events(events, self.subjects, self.bundle.items)
+        for serving in (self._serving, *self._variants.values()):
+            self._learn_into(serving, events)
+
+    def _learn_into(self, serving: _Serving, events: Sequence[Event]) -> None:
+        bundle, subjects = serving.bundle, serving.subjects
+        data = interactions_from_events(events, subjects, bundle.items)
         if not len(data):
             return
         personal = personal_events(events, self.profiles.users)  # consent (privacy.consent)
         if personal is None:
-            self.bundle.learn(data)
+            bundle.learn(data)
         else:
-            self.bundle.learn(
-                data, interactions_from_events(personal, self.subjects, self.bundle.items)
-            )
+            bundle.learn(data, interactions_from_events(personal, subjects, bundle.items))
+
+    # -- experiments (shopcast.experiments) ---------------------------------------
+
+    def variant(self, version: str) -> _Serving:
+        """The serving of another model version (an experiment variant), loaded from the
+        registry and caught up on the log on first use, then learning online."""
+        if version == self.bundle.version:
+            return self._serving
+        found = self._variants.get(version)
+        if found is not None:
+            return found
+        with self._variant_lock:  # one load per version, outside the engine lock
+            found = self._variants.get(version)
+            if found is None:
+                registry = open_registry(self.settings)
+                cutoff = self.history_cutoff
+                found = self._prepare(load_bundle(registry.path(version)))
+                self.history_cutoff = cutoff  # _prepare set it for the bundle in service
+                with self._lock:
+                    found.catch_up(
+                        self.store,
+                        learn=self.settings.recommend.online_learning,
+                        declined=self._declined(),
+                    )
+                    self._variants[version] = found
+            return found
+
+    def keep_variants(self, versions: Collection[str]) -> None:
+        """Drop the variant servings no running experiment uses."""
+        with self._lock:
+            for version in [v for v in self._variants if v not in versions]:
+                del self._variants[version]
 
     def upsert_items(self, items: Sequence[Item]) -> None:
         with self._lock:
@@ -289,6 +343,15 @@ class Engine:
             self.profiles.upsert_items(items)
             if self._targeter is not None:
                 self._targeter.upsert_items(items)
+        self._notify("observe_items", items)
+
+    def _notify(self, method: str, records: Sequence[Any]) -> None:
+        """Tell the listeners; a failing listener never fails a committed write."""
+        for listener in self.listeners:
+            try:
+                getattr(listener, method)(records)
+            except Exception:
+                logging.getLogger(__name__).exception("engine listener %s failed", method)
 
     def delete_item(self, item_id: str) -> None:
         with self._lock:
@@ -354,6 +417,7 @@ class Engine:
                 self.bundle, rows, self.subjects, fitted_until=self.history_cutoff, roles=roles
             )
             profile = user_id in self.profiles.states or user_id in self.profiles.users
+            self._variants.clear()  # experiment variants reload (from pruned versions)
             sessions = len(self.sessions)
             self.forget_user(user_id)
             live = sessions - len(self.sessions)
@@ -369,13 +433,25 @@ class Engine:
     # -- reads ------------------------------------------------------------------
 
     def recommend(self, request: RecommendRequest) -> Recommendation:
+        """The answer to ``request``, from the experiment variant the shopper is in."""
         now = self.clock()
+        plan = self.experiments.plan(request)
+        serving, degraded = self._serving, False
+        if plan.version is not None:
+            try:
+                serving = self.variant(plan.version)
+            except Exception:  # serve the default, unlabelled: the report stays clean
+                log.exception("cannot serve model version %s of an experiment", plan.version)
+                plan, degraded = replace(plan, experiment=None, variant=None, version=None), True
         with self._lock:
-            rec = self.pipeline.run(self._impersonal(request), now)
+            rec = self.experiments.pipeline(plan, serving).run(self._impersonal(request), now)
         if rec.user_id != request.user_id:  # not personalized, still attributed
             rec = rec.model_copy(
                 update={"user_id": request.user_id, "session_id": request.session_id}
             )
+        if degraded:
+            rec = rec.model_copy(update={"degraded": [*rec.degraded, "experiment"]})
+        rec = self.experiments.finish(rec, plan, serving)
         if self.impressions is not None:
             self.impressions.record(rec, now)
         return rec
