@@ -239,3 +239,20 @@ def test_covisitation_window_is_bounded(make_state: Callable[..., OnlineState]) 
     for i, item in enumerate("abcde"):
         c.apply_event(f"e{i}", "u:1", item, 1.0, 1000.0 + i)
     assert [k for k, _ in c.covisited("e", 10)] == ["b", "c", "d"]  # not a: out of the window
+
+
+def test_tenants_get_their_own_key_prefix() -> None:
+    from shopcast.config import Settings
+    from shopcast.online import with_namespace
+    from shopcast.privacy.tenants import tenant_settings
+
+    base = Settings(
+        database_url="sqlite:///x.db", state={"url": "redis://127.0.0.1:6379/0?prefix=shop:"}
+    )
+    assert (
+        tenant_settings(base, "acme").state.url == "redis://127.0.0.1:6379/0?prefix=shop%3Aacme%3A"
+    )
+    assert with_namespace("memory://", "acme") == "memory://"
+    from shopcast.online._redis import split_url
+
+    assert split_url(tenant_settings(base, "acme").state.url)[1] == "shop:acme:"

@@ -48,6 +48,13 @@ def tenant_settings(settings: Settings, tenant: str) -> Settings:
         new_url = url if path == ":memory:" else f"sqlite:///{_beside(Path(path), tenant)}"
     else:
         raise StorageError(f"tenants need a sqlite:// or memory:// database_url, not {url!r}")
+    from shopcast.online import with_namespace  # shared online state: a key prefix each
+
+    state = settings.state.model_copy(update={"url": with_namespace(settings.state.url, tenant)})
     return settings.model_copy(
-        update={"database_url": new_url, "model_dir": _beside(settings.model_dir, tenant)}
+        update={
+            "database_url": new_url,
+            "model_dir": _beside(settings.model_dir, tenant),
+            "state": state,
+        }
     )
