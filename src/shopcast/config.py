@@ -597,7 +597,9 @@ class PushSettings(BaseModel):
 
     enabled: bool = True
     outbox_url: str | None = Field(
-        None, description="sqlite:///PATH or memory://; None: the store's own SQLite file"
+        None,
+        description="sqlite:///PATH, memory:// or postgresql://...; None: the store's own "
+        "database (its SQLite file or PostgreSQL schema)",
     )
     in_process: bool = Field(
         True, description="The API runs triggers and the scheduler (False: a worker does)"
@@ -654,8 +656,13 @@ class PushSettings(BaseModel):
     @field_validator("outbox_url")
     @classmethod
     def _outbox_url(cls, v: str | None) -> str | None:
-        if v is not None and v.split("://", 1)[0] not in ("sqlite", "memory"):
-            raise ValueError(f"{v!r}: use sqlite:///path.db or memory://")
+        if v is not None and v.split("://", 1)[0] not in (
+            "sqlite",
+            "memory",
+            "postgresql",
+            "postgres",
+        ):
+            raise ValueError(f"{v!r}: use sqlite:///path.db, memory:// or postgresql://...")
         return v
 
 

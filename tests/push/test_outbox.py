@@ -36,7 +36,7 @@ def test_backend_by_url(tmp_path: Path) -> None:
     box.close()
     assert isinstance(open_outbox("memory://"), MemoryOutbox)
     with pytest.raises(UnknownBackendError):
-        open_outbox("postgresql://localhost/x")
+        open_outbox("mongodb://localhost/x")
 
 
 def test_shares_the_store_file(tmp_path: Path) -> None:

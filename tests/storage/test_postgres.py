@@ -69,6 +69,7 @@ def test_upgrade_from_empty_then_idempotent(postgres_url: str) -> None:
     assert upgrade(conninfo) == (None, HEAD)
     expected = {"alembic_version", "events", "items", "users"}
     expected |= {"model_versions", "model_current", "model_history"}
+    expected |= {"push_messages", "push_deliveries"}
     assert _tables(postgres_url) == expected
     assert upgrade(conninfo) == (HEAD, HEAD)  # nothing to do the second time
     store = open_store(postgres_url)  # opening an up-to-date schema changes nothing
@@ -77,6 +78,25 @@ def test_upgrade_from_empty_then_idempotent(postgres_url: str) -> None:
     assert _tables(postgres_url) == expected
     with psycopg.connect(conninfo) as conn:
         assert revision(conn) == HEAD
+
+
+def test_open_upgrades_a_schema_of_an_older_revision(postgres_url: str) -> None:
+    conninfo, _ = split_url(postgres_url)
+    assert upgrade(conninfo, "0001") == (None, "0001")
+    assert "push_messages" not in _tables(postgres_url)
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            "INSERT INTO events (event_id, type, user_id, item_id, ts) "
+            "VALUES ('old', 'view', 'u1', 'i1', 1.0)"
+        )
+    store = open_store(postgres_url)  # migrates 0001 -> HEAD, keeping the data
+    try:
+        assert [e.event_id for _, e in store.events.scan()] == ["old"]
+        assert "push_messages" in _tables(postgres_url)
+        with psycopg.connect(conninfo) as conn:
+            assert revision(conn) == HEAD
+    finally:
+        store.close()
 
 
 def test_open_migrates_an_empty_schema_once_under_concurrency(postgres_url: str) -> None:

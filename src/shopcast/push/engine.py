@@ -59,10 +59,13 @@ DEFERRED_PREFIX = "deferred:"
 
 
 def push_urls(store_url: str, settings: PushSettings) -> tuple[str, str]:
-    """(outbox URL, state URL): the store's SQLite file unless ``push.outbox_url``."""
+    """(outbox URL, state URL): the store's SQLite file unless ``push.outbox_url``; on
+    PostgreSQL the outbox is in the store's database and the trigger state in process."""
     url = settings.outbox_url or store_url
     if url.startswith("sqlite"):
         return url, url
+    if url.startswith(("postgresql://", "postgres://")):
+        return url, "sqlite://:memory:"
     return "memory://", "sqlite://:memory:"
 
 

@@ -13,7 +13,8 @@ so the effect is exactly once per delivery id:
    by ``requeue``).
 
 Backends by URL (``open_outbox``): ``sqlite:///path.db`` (default: the store's file,
-tables ``push_*``) and ``memory://``. Every backend passes
+tables ``push_*``), ``memory://`` and ``postgresql://…`` (the store's database; tables
+from its Alembic migrations). Every backend passes
 ``tests/push/outbox_contract.py`` (``OutboxContract``): a new one (PostgreSQL, …) gets
 the whole suite from a fixture that opens it.
 """
@@ -97,6 +98,10 @@ def open_outbox(url: str) -> Outbox:
         from shopcast.push._outbox_memory import MemoryOutbox
 
         return MemoryOutbox()
+    if scheme in ("postgresql", "postgres"):
+        from shopcast.push._outbox_postgres import PostgresOutbox
+
+        return PostgresOutbox(url)
     raise UnknownBackendError(
-        f"no push outbox backend for {url!r}; use sqlite:///path.db or memory://"
+        f"no push outbox backend for {url!r}; use sqlite:///path.db, memory:// or postgresql://"
     )

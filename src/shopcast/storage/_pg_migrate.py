@@ -16,9 +16,9 @@ import psycopg
 from shopcast.errors import StorageError
 
 #: The newest revision this version of Shopcast knows (tests check it is Alembic's head).
-HEAD = "0001"
+HEAD = "0002"
 #: Every revision, oldest first.
-REVISIONS = ("0001",)
+REVISIONS = ("0001", "0002")
 SCRIPT_LOCATION = Path(__file__).parent / "pg_migrations"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('shopcast-migrate:' || current_schema()))"
 
@@ -43,8 +43,9 @@ def ensure_schema(conninfo: str) -> None:
     upgrade(conninfo)
 
 
-def upgrade(conninfo: str) -> tuple[str | None, str]:
-    """Run every pending migration in one transaction; returns (before, after)."""
+def upgrade(conninfo: str, target: str = "head") -> tuple[str | None, str]:
+    """Run the pending migrations up to ``target`` in one transaction; returns
+    (before, after)."""
     import sqlalchemy
     from alembic import command
     from alembic.config import Config
@@ -67,7 +68,7 @@ def upgrade(conninfo: str) -> tuple[str | None, str]:
             config = Config()
             config.set_main_option("script_location", str(SCRIPT_LOCATION))
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, target)
             after = revision(connection.connection.driver_connection)
     finally:
         engine.dispose()
