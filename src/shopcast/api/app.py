@@ -30,6 +30,7 @@ from shopcast.api.routes import (
     targeting,
 )
 from shopcast.api.routes import privacy as privacy_routes
+from shopcast.api.routes import push as push_routes
 from shopcast.config import Settings
 from shopcast.errors import ShopcastError, StorageUnavailableError
 from shopcast.feedback.prometheus import RequestMetricsMiddleware, Telemetry
@@ -38,6 +39,7 @@ from shopcast.privacy.crypto import open_private_store
 from shopcast.privacy.pseudonym import Pseudonymizer
 from shopcast.privacy.retention import maintenance
 from shopcast.privacy.tenants import DEFAULT_TENANT
+from shopcast.push.service import PushService
 from shopcast.serving.engine import Engine
 from shopcast.storage import Store
 
@@ -90,12 +92,15 @@ def create_app(
         # Shared online state (Redis): follow other processes' events, swap on promotion.
         sync = OnlineSync(app.state.engine, lambda: _reload_all(app.state.tenants)).start()
         app.state.online_sync = sync
+        app.state.push = PushService(settings)  # push engines per tenant + scheduler
+        app.state.push.start(app.state.tenants)
         try:
             yield
         finally:
             sync.stop()
             watcher.cancel()
             upkeep.cancel()
+            app.state.push.close()
             app.state.tenants.close()  # the tenants opened for requests
             if engine is None:
                 app.state.engine.close()
@@ -140,6 +145,7 @@ def create_app(
     for module in (health, events, catalog, recommend, features, profiles, models, targeting):
         app.include_router(module.router)
     app.include_router(privacy_routes.router)
+    app.include_router(push_routes.router)  # /v1/push, /v1/users/{id}/stream
     app.include_router(metrics.router)  # /v1/metrics, /metrics (feedback)
     app.include_router(experiments.router)  # /v1/experiments (A/B, OPE)
     app.include_router(web_router)  # /dashboard, /demo/shop and their JSON endpoints

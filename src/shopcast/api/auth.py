@@ -49,6 +49,9 @@ _READ = frozenset({"GET", "HEAD"})
 #: (methods or None for all, path pattern, scope), first match wins.
 RULES: tuple[tuple[frozenset[str] | None, re.Pattern[str], KeyScope], ...] = (
     (frozenset({"POST"}), re.compile(r"^/v1/events/?$"), "ingest"),
+    (frozenset({"POST"}), re.compile(r"^/v1/push/[^/]+/(open|click)/?$"), "ingest"),
+    (None, re.compile(r"^/v1/push/(triggers|promotions|deliveries|dead-letters)"), "admin"),
+    (_READ, re.compile(r"^/v1/users/[^/]+/push/?$"), "admin"),
     (frozenset({"POST"}), re.compile(r"^/v1/cart/recommendations/?$"), "read"),
     (None, re.compile(r"^/v1/(models|privacy|keys|admin|target|experiments)"), "admin"),
     (_READ, re.compile(r"^/v1/users/[^/]+/?$"), "admin"),
@@ -128,6 +131,7 @@ class TenantPool:
         self.settings = settings
         self._open: dict[str, Tenant] = {default.name: default}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.on_open: list[Callable[[Tenant], object]] = []  # e.g. the push service
 
     def get(self, name: str) -> Tenant:
         """An open tenant (``ensure`` opened it for this request)."""
@@ -143,6 +147,8 @@ class TenantPool:
             if tenant is None:
                 tenant = await run_in_threadpool(open_tenant, self.settings, name)
                 self._open[name] = tenant
+                for hook in self.on_open:
+                    hook(tenant)
         return tenant
 
     def tenants(self) -> list[Tenant]:

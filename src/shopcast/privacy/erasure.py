@@ -52,6 +52,11 @@ def register_hook(kind: str, hook: Hook) -> None:
     _HOOKS[kind] = hook
 
 
+def _load_hooks() -> None:
+    """Import the subsystems that register hooks (also when the CLI erases)."""
+    import shopcast.push.service  # noqa: F401  (push_outbox, push_history)
+
+
 def erase_user(
     store: Store, user_id: str, settings: Settings, engine: Engine | None = None
 ) -> dict[str, Any]:
@@ -82,6 +87,7 @@ def erase_user(
         report["model_version"] = saved["version"]
         report["models_pruned"] = saved["pruned"]
         report["models"] = report["models"] or saved["models"]
+    _load_hooks()
     for kind, hook in _HOOKS.items():
         removed[kind] = hook(store, user_id)
     schedule_retrain(settings.model_dir, "erasure")

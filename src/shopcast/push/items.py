@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 from shopcast.domain import Event, EventType, Item
 from shopcast.push.messages import PushItem
 
@@ -121,7 +123,26 @@ class EngineItems:
         engine = self.engine
         with engine._lock:  # the pipeline directly: a push is not an impression
             rec = engine.pipeline.run(engine._impersonal(request), now)
-        return [PushItem(i.item_id, i.title, i.price, i.reason) for i in rec.items]
+            out = [PushItem(i.item_id, i.title, i.price, i.reason) for i in rec.items]
+            if len(out) < k and category is not None:  # cold start: more of the category
+                out += self._in_category(
+                    category, k - len(out), {*exclude, *anchors, *(i.item_id for i in out)}
+                )
+        return out
+
+    def _in_category(self, category: str, k: int, skip: set[str]) -> list[PushItem]:
+        catalog = self.engine.catalog
+        members = np.flatnonzero(catalog.category_mask(category))
+        members = members[catalog.available(members)]
+        out = []
+        for idx in members.tolist():
+            item = catalog.get(idx)
+            if item is None or item.item_id in skip:
+                continue
+            out.append(PushItem(item.item_id, item.title, item.price, f"more in {category}"))
+            if len(out) == k:
+                break
+        return out
 
     def target(self, query: TargetQuery, *, min_score: float) -> list[tuple[str, float, str]]:
         from shopcast.features.targeting import TargetingQuery
