@@ -107,6 +107,17 @@ def _db_app() -> typer.Typer:
 
 app.add_typer(_db_app(), name="db", help="The database: apply schema migrations.")
 
+
+def _experiments_app() -> typer.Typer:
+    from shopcast.experiments.cli import app as experiments_app
+
+    return experiments_app
+
+
+app.add_typer(
+    _experiments_app(), name="experiments", help="A/B experiments: create, report, promote."
+)
+
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
