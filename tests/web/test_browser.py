@@ -143,7 +143,18 @@ def test_push_arrives_as_a_toast(live_server: Server, page_factory: Any) -> None
     assert toast.get_attribute("data-trigger") in ("cart_abandonment", "session_nudge")
     assert toast.inner_text().strip()
     shot(page, "shop-toast-1280")
+    if real:  # the push engine recorded the message and, from the page, that it was seen
+        message_id = toast.get_attribute("data-message-id")
+        deadline = time.monotonic() + 10
+        while True:
+            history = httpx.get(f"{live_server.url}/v1/users/{user}/push", timeout=10).json()
+            mine = [m for m in history["messages"] if m["message_id"] == message_id]
+            if mine and "open" in mine[0]["feedback"]:
+                break
+            assert time.monotonic() < deadline, history
+            time.sleep(0.1)
     toast.query_selector("button.close").click()
+    assert not page.query_selector(".toast")
 
 
 def test_storefront_on_a_phone_with_the_keyboard(live_server: Server, page_factory: Any) -> None:

@@ -7,9 +7,9 @@ It keeps
 - events per minute by type for the last ``LIVE_MINUTES`` minutes (by event timestamp,
   so an imported historical log shows nothing here: the chart is about *now*);
 - the last event time of every user/session seen in the live window (active users);
-- per UTC day: events by type, distinct subjects and subjects who bought (conversion),
-  impressions and clicks (CTR: clicks or events carrying a ``recommendation_id`` per
-  impression);
+- per UTC day (the latest ``KEEP_DAYS`` days that have events): events by type,
+  distinct subjects and subjects who bought (conversion), impressions and clicks (CTR:
+  clicks or events carrying a ``recommendation_id`` per impression);
 - the set of items with any event and of items shown (impressions) — catalog coverage.
 
 When the log shrank (retention, erasure) the aggregates are rebuilt from scratch.
@@ -38,6 +38,7 @@ from shopcast.storage import Store
 LIVE_MINUTES = 60
 ACTIVE_WINDOW_S = 300.0  # "active users": an event in the last 5 minutes
 DAY_S = 86_400.0
+KEEP_DAYS = 60  # days with events kept (with their visitor sets) for the daily panel
 
 #: Requests that count as recommendation requests (latency panel).
 RECOMMEND_PATH = re.compile(
@@ -110,14 +111,15 @@ class EventStats:
         clicks = frame.filter(pl.col("clicked") & (pl.col("type") != "impression"))
         for (day,), n in _counts(clicks, ["day"]).items():
             self._days.setdefault(day, _Day()).clicks += n
-        people = frame.filter(pl.col("type") != "impression").select("day", "subject", "type")
-        for day, subject, kind in people.iter_rows():
-            if subject is None:
-                continue
+        people = frame.filter((pl.col("type") != "impression") & pl.col("subject").is_not_null())
+        per_day = people.group_by("day").agg(
+            pl.col("subject").unique().alias("subjects"),
+            pl.col("subject").filter(pl.col("type") == "purchase").unique().alias("buyers"),
+        )
+        for day, subjects, buyers in per_day.iter_rows():
             d = self._days.setdefault(day, _Day())
-            d.subjects.add(subject)
-            if kind == "purchase":
-                d.buyers.add(subject)
+            d.subjects.update(subjects)
+            d.buyers.update(buyers)
         items = frame.filter(pl.col("item_id").is_not_null())
         shown = items.filter(pl.col("type") == "impression")
         self._items_seen.update(items.filter(pl.col("type") != "impression")["item_id"].to_list())
@@ -126,6 +128,8 @@ class EventStats:
                 self._items_shown[item] = ts
 
     def _prune(self) -> None:
+        for day in sorted(self._days)[:-KEEP_DAYS]:  # only the latest days are shown
+            del self._days[day]
         now = self.clock()
         oldest_minute = int((now - LIVE_MINUTES * 60) // 60)
         for key in [k for k in self._minutes if k[0] < oldest_minute]:

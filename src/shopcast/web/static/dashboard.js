@@ -242,6 +242,22 @@
     try { return { value: await promise }; } catch (err) { return { error: err }; }
   }
 
+  /** GET /v1/users/{id}/push: messages newest first, their deliveries and opens/clicks. */
+  function pushHistory(h) {
+    const messages = h && Array.isArray(h.messages) ? h.messages : null;
+    if (!messages) return render(h);
+    if (!messages.length) return el("p", { class: "muted" }, "No push sent to this user.");
+    return el("div", { class: "table-wrap" }, el("table", { "data-testid": "push-history" },
+      el("thead", {}, el("tr", {}, ["sent", "trigger", "message", "delivery", "feedback"].map((x) => el("th", { scope: "col" }, x)))),
+      el("tbody", {}, messages.map((m) => el("tr", {},
+        el("td", {}, String(m.created_at || "").replace("T", " ").slice(0, 19)),
+        el("td", {}, m.trigger, el("div", { class: "small muted" }, m.channel || "")),
+        el("td", {}, el("strong", {}, m.title || ""), m.body ? el("div", { class: "small" }, m.body) : null,
+          (m.items || []).length ? el("div", { class: "small muted" }, m.items.map((i) => i.title || i.item_id).join(", ")) : null),
+        el("td", {}, (m.deliveries || []).map((d) => `${d.channel}: ${d.status || "?"}`).join(", ") || "–"),
+        el("td", {}, Object.keys(m.feedback || {}).join(", ") || "–"))))));
+  }
+
   async function inspectUser(id) {
     const out = document.getElementById("user-out");
     document.getElementById("user-q").value = id;
@@ -251,7 +267,7 @@
       settle(api(`/v1/users/${enc}/profile`)),
       settle(api(`/v1/admin/users/${enc}/session`)),
       settle(api(`/v1/users/${enc}/recommendations?k=10`)),
-      settle(optional(`/v1/users/${enc}/pushes`)),
+      settle(optional(`/v1/users/${enc}/push?limit=20`)),
     ]);
     const card = (title, body, testid) => el("section", { class: "panel", "data-testid": testid }, el("h2", {}, title), body);
     let profileBody;
@@ -286,7 +302,7 @@
               el("tbody", {}, s.events.slice(0, 15).map((e) => el("tr", {}, el("td", {}, when(e.ts)), el("td", {}, e.type), el("td", {}, e.title || e.item_id))))))
           : el("p", { class: "muted" }, "No recent item events."));
     }
-    const pushBody = pushes.error ? problem(pushes.error) : pushes.value === null ? na("Push history") : render(pushes.value.messages || pushes.value.history || pushes.value);
+    const pushBody = pushes.error ? problem(pushes.error) : pushes.value === null ? na("Push history") : pushHistory(pushes.value);
     out.replaceChildren(el("div", { class: "cols" },
       card("Profile", profileBody, "user-profile"),
       card("Live session", sessionBody, "user-session"),

@@ -266,15 +266,22 @@
   }
 
   // -- live pushes ----------------------------------------------------------------------
+  function pushFeedback(msg, kind) {
+    if (!msg.message_id) return;
+    optional(`/v1/push/${encodeURIComponent(msg.message_id)}/${kind}`, { method: "POST" }).catch(() => {});
+  }
+
   function connectPush() {
     if (state.push) state.push.stop();
     const label = document.getElementById("push-status");
     state.push = Shopcast.stream(`/v1/users/${encodeURIComponent(state.user)}/stream`, (name, data) => {
       if (name !== "push" || typeof data !== "object") return;
       Shopcast.toast(data, (itemId, msg) => {
+        pushFeedback(msg, "click");
         track("click", { item_id: itemId }, { context: { channel: "push", message_id: msg.message_id || "", trigger: msg.trigger || "" } });
         location.hash = `#item/${encodeURIComponent(itemId)}`;
       });
+      pushFeedback(data, "open"); // shown on screen: the push engine counts it as opened
     }, (status) => {
       label.textContent = {
         live: "Live messages: on",
