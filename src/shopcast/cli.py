@@ -118,6 +118,17 @@ app.add_typer(
     _experiments_app(), name="experiments", help="A/B experiments: create, report, promote."
 )
 
+
+def _push_app() -> typer.Typer:
+    from shopcast.push.cli import app as push_app
+
+    return push_app
+
+
+app.add_typer(
+    _push_app(), name="push", help="Push: replay a dataset (simulate), run the scheduler, metrics."
+)
+
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
