@@ -538,8 +538,6 @@ class SessionNudge(Trigger):
                 continue
             seen = list(dict.fromkeys(v[1] for v in in_cat))
             extra = self.fill(ctx, user, "home", [], category=cat, exclude=seen)
-            if not extra:
-                extra = self.fill(ctx, user, "product_page", [], anchors=seen[-1:], exclude=seen)
             window = int(ctx.now // cfg.window)
             out.append(
                 self.candidate(
