@@ -87,6 +87,7 @@ def test_storefront_shelves_follow_the_shopper_and_every_action_is_an_event(
     page.wait_for_selector("[data-testid=bought-together][aria-busy=false]")
     after = _ids(page, "for-you")
     assert after != before, "the 'for you' shelf did not change after viewing a product"
+    assert item_id not in after  # not the product on the screen
     shot(page, "shop-product-1280")
 
     # from a shelf: a click carrying the recommendation id, then the view
@@ -198,7 +199,6 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     httpx.get(f"{live_server.url}/v1/trending", timeout=10)  # a request for the latency panel
     page.goto(f"{live_server.url}/dashboard")
     page.wait_for_selector("[data-testid=kpi-total]")
-    assert page.query_selector_all("[data-chart] svg.chart"), "no chart rendered"
     page.wait_for_selector("[data-chart] svg >> nth=3")  # all four charts
     total = page.inner_text("[data-testid=kpi-total] .v").replace(",", "")
     assert int(total) > 0

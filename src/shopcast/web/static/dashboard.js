@@ -316,6 +316,18 @@
   });
 
   // -- item inspector -------------------------------------------------------------------
+  /** POST /v1/targeting for an item: who is most likely to respond, and why. */
+  function targetTable(t) {
+    if (!t || !Array.isArray(t.users)) return render(t);
+    const note = el("p", { class: "small muted" }, `${t.eligible} eligible users scored; ${t.excluded_buyers} buyers left out`);
+    if (!t.users.length) return el("div", {}, note, el("p", { class: "muted" }, "Nobody to target."));
+    return el("div", {}, note, el("div", { class: "table-wrap" }, el("table", {},
+      el("thead", {}, el("tr", {}, ["user", "score", "why", "lifecycle"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, t.users.map((u) => el("tr", {},
+        el("td", {}, el("a", { href: "#users", onclick: (e) => { e.preventDefault(); select(document.getElementById("tab-users"), false); inspectUser(u.user_id); } }, u.user_id)),
+        el("td", {}, u.score.toFixed(3)), el("td", {}, u.reason), el("td", {}, u.lifecycle || "–")))))));
+  }
+
   async function inspectItem(id) {
     select(document.getElementById("tab-items"), false);
     document.getElementById("item-q").value = id;
@@ -336,7 +348,7 @@
       card("Features", features, (v) => render(v), "item-features"),
       card("Similar items", similar, recTable, "item-similar"),
       card("Bought together", together, recTable, "item-together"),
-      card("Targeted users (most likely to respond)", targets, (v) => render(v.users || v), "item-targets")));
+      card("Targeted users (most likely to respond)", targets, targetTable, "item-targets")));
   }
   document.getElementById("item-form").addEventListener("submit", (e) => {
     e.preventDefault();

@@ -126,8 +126,10 @@
     return section;
   }
 
-  const forYou = () => shelf("for-you", "For you",
-    () => api(`/v1/users/${encodeURIComponent(state.user)}/recommendations?k=8&session_id=${encodeURIComponent(state.session)}`),
+  /** "For you": the shopper's home recommendations, live session included (minus ``except``). */
+  const forYou = (except) => shelf("for-you", "For you",
+    () => api(`/v1/users/${encodeURIComponent(state.user)}/recommendations?k=8&session_id=${encodeURIComponent(state.session)}` +
+      (except ? `&exclude=${encodeURIComponent(except)}` : "")),
     "updates as you browse");
 
   // -- pages ----------------------------------------------------------------------------
@@ -211,7 +213,7 @@
           status)),
       await shelf("similar", "Similar items", () => api(`/v1/items/${encodeURIComponent(item.item_id)}/similar?k=8`)),
       await shelf("bought-together", "Bought together", () => api(`/v1/items/${encodeURIComponent(item.item_id)}/bought-together?k=8`)),
-      await forYou());
+      await forYou(item.item_id));
   }
 
   async function cart() {
