@@ -1,0 +1,112 @@
+"""Settings, the scheduler loop, and erasure without a running push engine (CLI)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from tests.push.conftest import Harness, ev
+from typer.testing import CliRunner
+
+from shopcast.config import Settings, load_settings
+from shopcast.domain import Event, Item, User
+from shopcast.errors import ConfigError
+from shopcast.push.scheduler import run_blocking, step
+
+
+def test_bad_push_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"push\.triggers\.cart_abandonment\.delay"):
+        load_settings(push={"triggers": {"cart_abandonment": {"delay": "soon"}}})
+    with pytest.raises(ConfigError, match="unknown trigger"):
+        load_settings(push={"triggers": {"spam": {}}})
+    with pytest.raises(ConfigError, match=r"push\.webhooks\.0\.secret"):
+        load_settings(push={"webhooks": [{"name": "x", "url": "http://a", "secret": "short"}]})
+    with pytest.raises(ConfigError, match=r"push\.quiet_hours\.start"):
+        load_settings(push={"quiet_hours": {"start": "25:00"}})
+
+
+def test_durations_and_per_field_trigger_overrides() -> None:
+    s = Settings(push={"triggers": {"cart_abandonment": {"delay": "45m"}}, "min_gap": "2h"})
+    cart = s.push.triggers["cart_abandonment"]
+    assert (cart.delay, cart.priority) == (2700.0, 80)  # other fields keep their defaults
+    assert s.push.min_gap == 7200.0
+    assert s.push.triggers["complementary"].delay == 3 * 86400
+
+
+def test_bad_settings_exit_code_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shopcast.cli import app
+
+    monkeypatch.setenv("SHOPCAST_PUSH__MIN_GAP", "whenever")
+    result = CliRunner().invoke(app, ["push", "metrics"])
+    assert result.exit_code == 2
+    assert "push.min_gap" in result.output
+
+
+def test_scheduler_step_and_blocking_loop(harness) -> None:  # type: ignore[no-untyped-def]
+    h: Harness = harness(triggers={"cart_abandonment": {"delay": 1}})
+    h.observe(ev("add_to_cart", "s1"))
+    h.clock.advance(1)
+    assert step(h.engine)["decided"] == 1
+    assert len(h.live.messages) == 1  # live pushes go out with the tick itself
+    h.observe(ev("add_to_cart", "s2", "u2"))
+    h.clock.advance(1)
+    stop = threading.Event()
+    seen: list[dict[str, int]] = []
+
+    def on_step(done: dict[str, int]) -> None:
+        seen.append(done)
+        stop.set()
+
+    run_blocking(h.engine, 0.01, stop, on_step=on_step)
+    assert seen == [{"decided": 1, "delivered": 0, "retried": 0, "dead": 0}]
+    assert [m.user_id for m in h.live.messages] == ["u1", "u2"]
+
+
+def test_erasure_without_a_running_engine(tmp_path: Path) -> None:
+    """``shopcast privacy erase`` finds the push tables in the store's SQLite file."""
+    from shopcast.privacy.erasure import erase_user
+    from shopcast.push.attribution import Attribution
+    from shopcast.push.engine import PushEngine
+    from shopcast.push.items import CatalogItems
+    from shopcast.push.outbox import open_outbox
+    from shopcast.push.state import PushState
+    from shopcast.storage import open_store
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    settings = Settings(
+        environment="test",
+        database_url=url,
+        model_dir=tmp_path / "m",
+        push={
+            "quiet_hours": {"enabled": False},
+            "min_gap": 0,
+            "triggers": {"session_nudge": {"views": 2, "holdout": 0}},
+        },
+    )
+    store = open_store(url)
+    store.users.upsert([User(user_id="gone", consent={"push": True})])
+    items = [Item(item_id=f"i{n}", category=["C"]) for n in range(5)]
+    push = PushEngine(
+        settings,
+        outbox=open_outbox(url),
+        state=PushState(url),
+        journal=Attribution(url),
+        items=CatalogItems(items),
+        users=lambda u: User(user_id=u, consent={"push": True}),
+    )
+    source = push.items
+    assert isinstance(source, CatalogItems)
+    for user in ("gone", "kept"):
+        views = [Event(type="view", user_id=user, item_id=f"i{n}") for n in range(2)]
+        source.observe([Event(type="purchase", user_id="x", item_id="i4")])  # popular: i4
+        push.observe(views)
+    assert push.outbox.history("gone")
+    push.close()
+    report = erase_user(store, "gone", settings)
+    assert report["removed"]["push_outbox"] == 2  # message + delivery
+    assert report["removed"]["push_history"] >= 2
+    box = open_outbox(url)
+    assert box.history("gone") == [] and len(box.history("kept")) == 1
+    box.close()
+    store.close()
