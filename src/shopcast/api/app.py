@@ -42,6 +42,7 @@ from shopcast.privacy.tenants import DEFAULT_TENANT
 from shopcast.push.service import PushService
 from shopcast.serving.engine import Engine
 from shopcast.storage import Store
+from shopcast.training.continuous import start_continuous
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def create_app(
         )
         watcher = asyncio.create_task(_watch_registry(app.state.tenants, settings))
         upkeep = asyncio.create_task(maintenance(app.state.tenants, settings))  # retention
+        # Background retrain + quality gate + rollback guard (continuous.enabled only).
+        learner = start_continuous(app.state.store, settings)
         # Shared online state (Redis): follow other processes' events, swap on promotion.
         sync = OnlineSync(app.state.engine, lambda: _reload_all(app.state.tenants)).start()
         app.state.online_sync = sync
@@ -100,6 +103,8 @@ def create_app(
             sync.stop()
             watcher.cancel()
             upkeep.cancel()
+            if learner is not None:
+                learner.stop()
             app.state.push.close()
             app.state.tenants.close()  # the tenants opened for requests
             if engine is None:
