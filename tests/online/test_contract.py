@@ -256,3 +256,21 @@ def test_tenants_get_their_own_key_prefix() -> None:
     from shopcast.online._redis import split_url
 
     assert split_url(tenant_settings(base, "acme").state.url)[1] == "shop:acme:"
+
+
+def test_embedded_engine_counts_online_aggregates_in_process(shop_client: object) -> None:
+    """Without Redis there is no worker: the API process counts the aggregates itself."""
+    from fastapi.testclient import TestClient
+
+    assert isinstance(shop_client, TestClient)
+    posted = shop_client.post(
+        "/v1/events",
+        json=[
+            {"event_id": "agg-1", "type": "view", "user_id": "agg", "item_id": "sim-00001"},
+            {"event_id": "agg-2", "type": "add_to_cart", "user_id": "agg", "item_id": "sim-00002"},
+        ],
+    )
+    assert posted.status_code == 202
+    counters = shop_client.app.state.engine.online.counters  # type: ignore[attr-defined]
+    assert counters.applied("agg-1") and counters.applied("agg-2")
+    assert dict(counters.covisited("sim-00002", 5)) == {"sim-00001": 3.0}

@@ -242,11 +242,21 @@ class Engine:
         self._notify("observe", events)
 
     def publish(self, events: Sequence[Event], after_seq: int) -> None:
-        """Put committed events on the bus (shared state only). Redis down: the events
+        """Put committed events on the bus (embedded: count their online aggregates in
+        process, ``online.MemoryCounters``). Redis down: the events
         are safe in the log and kept here (up to ``UNPUBLISHED_MAX``) to be published
         once it is back (``recover_online``)."""
         bus = self.online.bus
-        if bus is None or not events:
+        if bus is None:  # embedded: the online aggregates are counted here, no worker
+            weights = self.settings.recommend.event_weights
+            for e in events:
+                w = weights.get(e.type.value, 0.0)
+                if e.item_id is not None and e.event_id is not None and w > 0:
+                    self.online.counters.apply_event(
+                        e.event_id, e.subject, e.item_id, w, e.timestamp
+                    )
+            return
+        if not events:
             return
         try:
             bus.publish(events, self.origin)
