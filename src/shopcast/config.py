@@ -473,6 +473,10 @@ PUSH_TRIGGERS = (
 )
 
 
+PushChannel = Literal["live", "webhook"]
+PUSH_CHANNELS: tuple[PushChannel, ...] = ("live", "webhook")
+
+
 class PushTriggerSettings(BaseModel):
     """One push trigger (``shopcast.push.triggers``). ``delay`` is how long after the
     event the trigger fires (cart abandonment: no purchase within it); ``views``,
@@ -486,7 +490,7 @@ class PushTriggerSettings(BaseModel):
     priority: int = Field(50, ge=0, le=1000, description="Higher wins among competing pushes")
     max_per_day: int | None = Field(1, ge=0, description="Per user for this trigger (None: no cap)")
     holdout: float = Field(0.1, ge=0, lt=1, description="Share of users held out (lift)")
-    channels: list[Literal["live", "webhook"]] = Field(default_factory=lambda: ["live", "webhook"])
+    channels: list[PushChannel] = Field(default_factory=lambda: list(PUSH_CHANNELS))
     items: int = Field(4, ge=1, le=20, description="Items per message")
     title: str | None = Field(None, description="Template; {item} is the first item's title")
     body: str | None = None
