@@ -191,6 +191,22 @@ def test_frame_is_read_in_chunks(store: Store, monkeypatch: pytest.MonkeyPatch) 
     assert store.events.frame(after_seq=int(frame["seq"][9]))["event_id"].to_list()[0] == "e010"
 
 
+def test_bulk_appends_look_known_ids_up_in_slices(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg, "_IDS_PER_LOOKUP", 7)
+    monkeypatch.setattr(pg, "_BATCH_ROWS", 5)
+    fresh = [f"e{n:03d}" for n in range(40)]
+    first = store.events.append_frame(frame_of([row(i) for i in fresh + fresh[::2]]))
+    assert (first.accepted, first.duplicates) == (40, 20)
+    more = [f"f{n:03d}" for n in range(30)]
+    mixed = fresh[5:25] + more + more[:3] + fresh[:2]
+    second = store.events.append_frame(frame_of([row(i) for i in mixed]))
+    assert (second.accepted, second.duplicates) == (30, 25)
+    assert store.events.frame()["event_id"].to_list() == fresh + more
+    assert second.last_seq == store.events.frame()["seq"].max()
+
+
 def test_text_with_nul_is_a_validation_error(store: Store) -> None:
     bad = Event(event_id="a", type="search", session_id="s1", query="x\x00y")
     with pytest.raises(ValidationError):

@@ -48,6 +48,7 @@ _ROWS_PER_INSERT = 500  # rows per multi-row INSERT in append
 _BATCH_ROWS = 65536  # rows per CSV chunk sent to COPY
 _FRAME_CHUNK_BYTES = 32 << 20  # CSV bytes parsed into a frame at a time when reading
 _KEYS_PER_QUERY = 5000  # keys per = ANY(...) in get_many
+_IDS_PER_LOOKUP = 100_000  # event ids per = ANY(...) when a bulk load skips known ones
 _DOCS_PER_PAGE = 1000  # records per query while a repository is scanned
 _COLUMNS = ", ".join(EVENT_COLUMNS)
 _ONE_ROW = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
@@ -208,8 +209,9 @@ class PgEventLog:
         """Insert new rows of a clean frame with ``COPY``; ``stored`` is left empty.
 
         Into an empty log the rows (deduplicated first) are copied straight into the table
-        with its secondary indexes dropped and rebuilt afterwards; into a non-empty log
-        they are copied into a temporary table and inserted in order, skipping known ids.
+        with its indexes but the primary key dropped and rebuilt afterwards (the table is
+        locked against readers meanwhile); into a non-empty log the
+        rows with ids not yet stored are copied in order (``_load_more``).
         """
         clean = clean_frame(frame)
         with self._db.transaction() as conn:
@@ -228,7 +230,7 @@ class PgEventLog:
             "JOIN pg_index x "
             "ON x.indexrelid = format('%I.%I', i.schemaname, i.indexname)::regclass "
             "WHERE i.schemaname = current_schema() AND i.tablename = 'events' "
-            "AND NOT x.indisunique"
+            "AND NOT x.indisprimary"
         ).fetchall()
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"')
@@ -242,21 +244,27 @@ class PgEventLog:
 
     @staticmethod
     def _load_more(conn: psycopg.Connection[Any], clean: pl.DataFrame) -> int:
-        conn.execute(
-            "CREATE TEMP TABLE shopcast_stage (LIKE events INCLUDING DEFAULTS) ON COMMIT DROP"
-        )
-        conn.execute("ALTER TABLE shopcast_stage DROP COLUMN seq, ADD COLUMN pos BIGINT")
-        staged = clean.with_row_index("pos").select(*EVENT_COLUMNS, "pos")
-        with conn.cursor() as cursor:
-            sql = f"COPY shopcast_stage ({_COLUMNS}, pos) FROM STDIN (FORMAT csv)"
-            with cursor.copy(sql) as copy:
-                for chunk in _csv_chunks(staged):
+        """The rows whose ids the log lacks, copied in order. The ids are looked up first
+        and the rest copied straight into the table: no staging table, no sort, no
+        per-row conflict check. The table lock keeps other writers out in between."""
+        unique = clean.unique("event_id", keep="first", maintain_order=True)
+        ids = unique["event_id"].to_list()
+        known: list[str] = []
+        for i in range(0, len(ids), _IDS_PER_LOOKUP):
+            known += [
+                r[0]
+                for r in conn.execute(
+                    "SELECT event_id FROM events WHERE event_id = ANY(%s)",
+                    [ids[i : i + _IDS_PER_LOOKUP]],
+                ).fetchall()
+            ]
+        new = unique.filter(~pl.col("event_id").is_in(known)) if known else unique
+        if new.height:
+            sql = f"COPY events ({_COLUMNS}) FROM STDIN (FORMAT csv)"
+            with conn.cursor() as cursor, cursor.copy(sql) as copy:
+                for chunk in _csv_chunks(new):
                     copy.write(chunk)
-            cursor.execute(
-                f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM shopcast_stage "
-                "ORDER BY pos ON CONFLICT (event_id) DO NOTHING"
-            )
-            return max(cursor.rowcount, 0)
+        return new.height
 
     def scan(
         self,
