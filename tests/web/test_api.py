@@ -317,3 +317,42 @@ def test_pages_are_open_but_data_needs_the_right_scope(tmp_path: Path) -> None:
         job = {"kind": "import", "params": {"source": "no-such-set"}}
         assert c.post("/v1/jobs", json=job, headers=read).status_code == 403
         assert c.post("/v1/jobs", json=job, headers=admin).status_code == 202
+
+
+def test_evaluate_job_without_the_dataset_fails_naming_it(tmp_path: Path) -> None:
+    from shopcast.api import create_app
+
+    settings = Settings(
+        environment="test",
+        database_url=f"sqlite:///{tmp_path / 'shop.db'}",
+        model_dir=tmp_path / "models",
+        data_path=tmp_path / "no-datasets",
+        auth={"enabled": False},
+    )
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/jobs", json={"kind": "evaluate", "params": {"benchmark": "q1"}})
+        job = _wait_job(c, r.json()["job_id"])
+        assert job["status"] == "failed"
+        assert "no-datasets" in job["error"]
+        r = c.post("/v1/jobs", json={"kind": "evaluate", "params": {"benchmark": "q9"}})
+        assert "unknown benchmark 'q9'" in _wait_job(c, r.json()["job_id"])["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.dataset
+def test_evaluate_job_writes_a_report_the_models_panel_lists(
+    settings: Settings, data_path: Path
+) -> None:
+    """REAL data: `shopcast evaluate q1 --quick` (MovieLens 100K) as a job."""
+    from shopcast.api import create_app
+
+    if not (data_path / "movielens-100k").is_dir():
+        pytest.skip("MovieLens 100K is not under SHOPCAST_DATA")
+    with TestClient(create_app(settings.model_copy(update={"data_path": data_path}))) as client:
+        r = client.post("/v1/jobs", json={"kind": "evaluate", "params": {"benchmark": "q1"}})
+        job = _wait_job(client, r.json()["job_id"], timeout=1800)
+        assert job["status"] == "done", job
+        listed = client.get("/v1/dashboard/evaluations").json()
+    (report,) = listed["reports"]
+    assert report["file"] == "q1-quick.json" and "RMSE" in report["columns"]
+    assert report["rows"]

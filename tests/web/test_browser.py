@@ -259,8 +259,21 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     page.wait_for_selector(".job[data-status=done]", timeout=60_000)
     assert page.query_selector(".job progress").get_attribute("value") == "1"
     shot(page, "dashboard-jobs-1280")
+    trained = httpx.get(f"{live_server.url}/v1/models", timeout=10).json()["serving"]
     page.click("#tab-models")
     page.wait_for_selector("[data-testid=registry] tr[data-version] >> nth=1")
+    # promote the older version from its row, then roll back to the new one
+    older = page.query_selector(
+        f"[data-testid=registry] tr[data-version]:not([data-version='{trained}'])"
+    )
+    version = older.get_attribute("data-version")
+    older.query_selector("button").click()
+    page.wait_for_selector(f"tr[data-version='{version}'] .badge")
+    assert httpx.get(f"{live_server.url}/v1/models", timeout=10).json()["serving"] == version
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#rollback")
+    page.wait_for_selector(f"tr[data-version='{trained}'] .badge")
+    assert httpx.get(f"{live_server.url}/v1/models", timeout=10).json()["serving"] == trained
 
 
 def test_dashboard_on_a_phone(live_server: Server, page_factory: Any) -> None:
