@@ -138,6 +138,7 @@ def test_report_finds_the_strong_model_better(run: dict[str, object]) -> None:
     a, b = by["A"]["metrics"]["ctr"], by["B"]["metrics"]["ctr"]
     assert b["value"] > a["value"]
     ctr = next(c for c in report["comparisons"] if c["metric"] == "ctr")
+    print("AB", a, b, ctr)
     assert ctr["significant"] is True and ctr["p_value"] < 0.01
     assert ctr["ci"][0] > 0  # the whole interval of the difference is above 0
     assert report["winner"] == "B"
