@@ -77,61 +77,118 @@ def prepare_shop(data_dir: Path) -> tuple[list[str], list[str]]:
     return [str(u) for u in users], [i.item_id for i in shop.items]
 
 
+class ServerProcess:
+    """``shopcast serve`` over ``data_dir``'s shop in a subprocess (started at once;
+    ``wait`` blocks until it answers), so two servers can start side by side."""
+
+    def __init__(self, data_dir: Path, **env_extra: str) -> None:
+        self.data_dir = data_dir
+        port = _free_port()
+        env = {
+            **os.environ,
+            "SHOPCAST_MODEL_DIR": str(data_dir / "models"),
+            "SHOPCAST_AUTH__ENABLED": "false",
+            "SHOPCAST_ENVIRONMENT": "test",
+            "OPENBLAS_NUM_THREADS": "1",
+            **PUSH_ENV,
+            **env_extra,
+        }
+        for var in ("SHOPCAST_CONFIG", "SHOPCAST_DATABASE_URL"):
+            env.pop(var, None)
+        self.log_path = data_dir / f"server-{port}.log"
+        self.log = self.log_path.open("wb")
+        db = f"sqlite:///{data_dir / 'shop.db'}"
+        cmd = [sys.executable, "-m", "shopcast.cli", "serve", "--db", db]
+        self.proc = subprocess.Popen(
+            [*cmd, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=data_dir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+
+    def wait(self) -> str:
+        deadline = time.monotonic() + 120  # generous: a loaded CI machine starts slowly
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
+                    return self.url
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("server did not start:\n" + self.log_path.read_text()[-3000:])
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@dataclass
+class SecureServer(Server):
+    keys: dict[str, str]  # scope name -> secret
+
+
+@dataclass
+class _Servers:
+    users: list[str]
+    items: list[str]
+    plain: ServerProcess
+    secure: ServerProcess
+    keys: dict[str, str]
+
+
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def _servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Servers]:
+    """One shop, served twice at once: without API keys (as ``shopcast demo``) and, from a
+    copy of its files, with keys on (a key per scope)."""
+    from shopcast.privacy.apikeys import KeyStore
+
     data_dir = tmp_path_factory.mktemp("webshop")
     users, items = prepare_shop(data_dir)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SHOPCAST_MODEL_DIR": str(data_dir / "models"),
-        "SHOPCAST_AUTH__ENABLED": "false",
-        "SHOPCAST_ENVIRONMENT": "test",
-        "OPENBLAS_NUM_THREADS": "1",
-        **PUSH_ENV,
+    secure_dir = tmp_path_factory.mktemp("secureshop")
+    shutil.copy(data_dir / "shop.db", secure_dir / "shop.db")  # no server writes yet
+    shutil.copytree(data_dir / "models", secure_dir / "models")
+    store = KeyStore(secure_dir / "keys.db")
+    keys = {
+        "admin": store.create(["admin"])[1],
+        "shop": store.create(["read", "ingest"])[1],
+        "read": store.create(["read"])[1],
     }
-    for var in ("SHOPCAST_CONFIG", "SHOPCAST_DATABASE_URL"):
-        env.pop(var, None)
-    log = (data_dir / "server.log").open("wb")
-    cmd = [
-        sys.executable,
-        "-m",
-        "shopcast.cli",
-        "serve",
-        "--db",
-        f"sqlite:///{data_dir / 'shop.db'}",
-    ]
-    proc = subprocess.Popen(
-        [*cmd, "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=data_dir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    store.close()
+    plain = ServerProcess(data_dir)
+    secure = ServerProcess(
+        secure_dir,
+        SHOPCAST_AUTH__ENABLED="true",
+        SHOPCAST_AUTH__KEYS_PATH=str(secure_dir / "keys.db"),
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120  # generous: a loaded CI machine starts slowly
-    while True:
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            raise RuntimeError(
-                "server did not start:\n" + (data_dir / "server.log").read_text()[-3000:]
-            )
-        time.sleep(0.1)
     try:
-        yield Server(url, users, items, data_dir)
+        yield _Servers(users, items, plain, secure, keys)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        plain.stop()
+        secure.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server(_servers: _Servers) -> Server:
+    """The shop without API keys (as ``shopcast demo`` serves it)."""
+    url = _servers.plain.wait()
+    return Server(url, _servers.users, _servers.items, _servers.plain.data_dir)
+
+
+@pytest.fixture(scope="session")
+def secure_server(_servers: _Servers) -> SecureServer:
+    url = _servers.secure.wait()
+    return SecureServer(
+        url, _servers.users, _servers.items, _servers.secure.data_dir, _servers.keys
+    )
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.web.conftest import Server, shot
+from tests.web.conftest import SecureServer, Server, shot
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -287,3 +287,42 @@ def test_dashboard_on_a_phone(live_server: Server, page_factory: Any) -> None:
     page.press("#user-q", "Enter")
     page.wait_for_selector("[data-testid=user-recs] tbody tr")
     shot(page, "dashboard-user-390")
+
+
+# -- API keys ------------------------------------------------------------------------------
+
+
+def test_pages_ask_for_a_key_and_respect_its_scopes(
+    secure_server: SecureServer, page_factory: Any
+) -> None:
+    url, keys = secure_server.url, secure_server.keys
+    page = page_factory(WIDE)
+    page.goto(f"{url}/dashboard")
+    assert "API key" in page.wait_for_selector("#kpis .error").inner_text()
+    page.fill("#api-key", keys["read"])
+    page.click("#key-form button")
+    page.wait_for_selector("[data-testid=kpi-total]")
+    assert page.input_value("#api-key") == ""  # not left on screen
+    # a read key sees aggregates, not a person's profile
+    page.click("#tab-users")
+    page.fill("#user-q", secure_server.users[0])
+    page.press("#user-q", "Enter")
+    assert "scope" in page.wait_for_selector("[data-testid=user-profile] .error").inner_text()
+    page.fill("#api-key", keys["admin"])
+    page.click("#key-form button")
+    page.press("#user-q", "Enter")
+    page.wait_for_selector("[data-testid=user-profile] dl")
+    shot(page, "dashboard-user-with-key-1280")
+
+    shopper = f"pw-{uuid.uuid4().hex[:8]}"
+    shop = page_factory(PHONE)
+    shop.goto(f"{url}/demo/shop?user={shopper}&key={keys['shop']}#item/{secure_server.items[7]}")
+    shop.wait_for_selector("[data-testid=product]")
+    assert "key=" not in shop.url  # taken out of the address bar
+    _ids(shop, "for-you")
+    admin = {"X-API-Key": keys["admin"]}
+    r = httpx.get(f"{url}/v1/admin/users/{shopper}/session", headers=admin, timeout=10)
+    assert ("view", secure_server.items[7]) in [
+        (e["type"], e["item_id"]) for e in r.json()["events"]
+    ]
+    assert httpx.get(f"{url}/v1/admin/users/{shopper}/session", timeout=10).status_code == 401

@@ -31,7 +31,11 @@
     state.session = sessionStorage.getItem("shopcast.session") || randomId("web-");
     sessionStorage.setItem("shopcast.session", state.session);
     const key = params.get("key");
-    if (key) Shopcast.setApiKey(key);
+    if (key) { // kept in this tab only, and taken out of the address bar and history
+      Shopcast.setApiKey(key);
+      params.delete("key");
+      history.replaceState(null, "", `${location.pathname}${params.toString() ? `?${params}` : ""}${location.hash}`);
+    }
     document.getElementById("user-id").value = state.user;
     loadCart();
   }
