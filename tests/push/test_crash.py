@@ -23,11 +23,8 @@ CHILD = textwrap.dedent(
     import os, sys, time, json
     from shopcast.config import Settings
     from shopcast.domain import Event, Item, User
-    from shopcast.push.attribution import Attribution
-    from shopcast.push.engine import PushEngine
+    from shopcast.push.engine import PushEngine, open_storage
     from shopcast.push.items import CatalogItems
-    from shopcast.push.outbox import open_outbox
-    from shopcast.push.state import PushState
 
     db, url, mode, now = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     settings = Settings(environment="test", database_url="memory://", push={
@@ -38,9 +35,9 @@ CHILD = textwrap.dedent(
     items = [Item(item_id=f"i{n}", title=f"Item {n}", category=["C"], price=5) for n in range(5)]
     users = {f"u{n}": User(user_id=f"u{n}", consent={"push": True}) for n in range(5)}
     clock = lambda: now
-    engine = PushEngine(settings, outbox=open_outbox(db), state=PushState(db),
-                        journal=Attribution(db), items=CatalogItems(items), users=users.get,
-                        clock=clock)
+    outbox, state, journal = open_storage(db, db)  # as PushEngine.open: one connection
+    engine = PushEngine(settings, outbox=outbox, state=state, journal=journal,
+                        items=CatalogItems(items), users=users.get, clock=clock)
     if mode == "decide":
         engine.observe([Event(type="add_to_cart", user_id=u, item_id="i1", timestamp=now - 60)
                         for u in users], now=now - 60)

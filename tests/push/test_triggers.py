@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
 from tests.push.conftest import T0, Harness, ev
 
 from shopcast.domain import Item
+from shopcast.push.state import Timer
 
 Make = Callable[..., Harness]
 
@@ -282,3 +285,44 @@ def test_runtime_configuration(harness: Make) -> None:
     h.observe(ev("add_to_cart", "s1"))
     (v,) = h.tick(5)
     assert v.outcome == "sent"
+
+
+def test_a_failing_trigger_does_not_stop_the_others(
+    harness: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shopcast.push.triggers import TRIGGERS
+
+    def broken(*args: object) -> list[object]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(TRIGGERS["browse_abandonment"], "on_events", broken)
+    h = harness()
+    h.observe(ev("view", "s1"), ev("view", "s2"))
+    (v,) = h.observe(ev("view", "s3"))
+    assert v.candidate.trigger == "session_nudge"
+
+
+def test_one_sqlite_file_shares_one_transaction(tmp_path: Path) -> None:
+    """On one file the outbox, state and journal share a connection: a decision round
+    commits its timers, decisions and outbox rows together."""
+    from shopcast.push.engine import open_storage
+
+    url = f"sqlite:///{tmp_path / 'push.db'}"
+    outbox, state, journal = open_storage(url, url)
+    assert state.shares(outbox) and state.shares(journal)
+    try:
+        with state.batch():  # a nested batch joins the outer transaction
+            state.arm([Timer("u1", "cart_abandonment", "cart", T0)])
+            with state.batch():
+                outbox.enqueue([], [])
+        assert state.timer("u1", "cart_abandonment", "cart") is not None
+        with pytest.raises(ZeroDivisionError), state.batch():
+            state.arm([Timer("u2", "cart_abandonment", "cart", T0)])
+            _ = 1 / 0
+        assert state.timer("u2", "cart_abandonment", "cart") is None  # rolled back
+    finally:
+        outbox.close()
+        state.close()
+        journal.close()
+    other, _, _ = open_storage("memory://", "sqlite://:memory:")
+    assert not state.shares(other)

@@ -90,8 +90,9 @@ class SqliteOutbox:
     returns; claims are one ``BEGIN IMMEDIATE`` transaction, so processes sharing the
     file never lease the same delivery twice."""
 
-    def __init__(self, url: str) -> None:
-        self._db = PushDatabase(url, schema=_SCHEMA, name="outbox")
+    def __init__(self, url: str, db: PushDatabase | None = None) -> None:
+        self._db = db if db is not None else PushDatabase(url)
+        self._db.migrate(list(_SCHEMA), "outbox")
 
     def enqueue(self, messages: Sequence[PushMessage], deliveries: Sequence[Delivery]) -> int:
         msg_rows = [

@@ -1,6 +1,12 @@
 """The push engine's SQLite connection (WAL, ``synchronous=FULL``), shared by the
-outbox and the trigger state. Tables are ``push_*`` with their own schema version in
-``push_meta``, so they can live in the store's file beside the event log."""
+outbox, the trigger state and the attribution journal. Tables are ``push_*`` with
+their own schema versions in ``push_meta``, so they can live in the store's file
+beside the event log.
+
+``batch()`` makes every write of a block one transaction (one fsync): the push engine
+wraps each ``observe`` / ``tick`` in it, so a batch of 1,000 events costs one commit,
+and the decisions, their outbox rows and the trigger state commit together.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +21,18 @@ from shopcast.storage._sqlite import BUSY_TIMEOUT_S, sqlite_path
 
 
 class PushDatabase:
-    """One connection guarded by a lock; ``write`` is one ``BEGIN IMMEDIATE`` transaction."""
+    """One connection guarded by a re-entrant lock; ``write`` is one ``BEGIN IMMEDIATE``
+    transaction, or part of the enclosing ``batch``."""
 
-    def __init__(self, url: str, *, schema: Iterable[str], name: str, version: int = 1) -> None:
+    def __init__(
+        self, url: str, *, schema: Iterable[str] = (), name: str | None = None, version: int = 1
+    ) -> None:
         self.path = sqlite_path(url)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._depth = 0  # open batch / write blocks of the lock's owner
+        self._closed = False
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -30,13 +41,15 @@ class PushDatabase:
             self._conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        try:
-            self._migrate(list(schema), name, version)
-        except BaseException:
-            self._conn.close()
-            raise
+        if name is not None:
+            try:
+                self.migrate(list(schema), name, version)
+            except BaseException:
+                self._conn.close()
+                raise
 
-    def _migrate(self, schema: list[str], name: str, version: int) -> None:
+    def migrate(self, schema: list[str], name: str, version: int = 1) -> None:
+        """Create the tables of ``name`` once; refuse a newer schema."""
         with self.write() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS push_meta (name TEXT PRIMARY KEY, version INTEGER)"
@@ -59,15 +72,29 @@ class PushDatabase:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
+        """A transaction committed when the block ends (or by the enclosing batch)."""
         with self._lock, self._errors():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            if self._depth:
                 yield self._conn
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                return
+            self._depth = 1
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write inside is one transaction (nested batches join the outer one)."""
+        with self.write():
+            yield
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -78,4 +105,6 @@ class PushDatabase:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if not self._closed:
+                self._closed = True
+                self._conn.close()

@@ -109,8 +109,9 @@ def lift(sent: int, sent_conv: int, held: int, held_conv: int) -> dict[str, Any]
 class Attribution:
     """The journal of decisions, messages and feedback, and the metrics over it."""
 
-    def __init__(self, url: str) -> None:
-        self._db = PushDatabase(url, schema=_SCHEMA, name="attribution")
+    def __init__(self, url: str, db: PushDatabase | None = None) -> None:
+        self._db = db if db is not None else PushDatabase(url)
+        self._db.migrate(list(_SCHEMA), "attribution")
 
     # -- writes -----------------------------------------------------------------------
 

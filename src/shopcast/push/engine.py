@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,18 @@ def push_urls(store_url: str, settings: PushSettings) -> tuple[str, str]:
     if url.startswith(("postgresql://", "postgres://")):
         return url, "sqlite://:memory:"
     return "memory://", "sqlite://:memory:"
+
+
+def open_storage(outbox_url: str, state_url: str) -> tuple[Outbox, PushState, Attribution]:
+    """Outbox, trigger state and journal; on one SQLite file they share one connection,
+    so each ``observe`` / ``tick`` commits once (decisions with their outbox rows)."""
+    if outbox_url == state_url and outbox_url.startswith("sqlite"):
+        from shopcast.push._outbox_sqlite import SqliteOutbox
+        from shopcast.push._sqlite import PushDatabase
+
+        db = PushDatabase(state_url)
+        return SqliteOutbox(state_url, db), PushState(state_url, db), Attribution(state_url, db)
+    return open_outbox(outbox_url), PushState(state_url), Attribution(state_url)
 
 
 @dataclass
@@ -130,11 +143,12 @@ class PushEngine:
             return record if record is not None else store.users.get(user_id)
 
         webhook = WebhookChannel(settings.push, webhook_client) if settings.push.webhooks else None
+        outbox, state, journal = open_storage(outbox_url, state_url)
         push = cls(
             settings,
-            outbox=open_outbox(outbox_url),
-            state=PushState(state_url),
-            journal=Attribution(state_url),
+            outbox=outbox,
+            state=state,
+            journal=journal,
             items=EngineItems(engine),
             users=user,
             clock=clock or engine.clock,
@@ -191,6 +205,13 @@ class PushEngine:
         if timers:
             self.state.arm(timers)
 
+    def _batch(self) -> AbstractContextManager[None]:
+        """One transaction per decision round when outbox, state and journal share a
+        connection (``open_storage``); else each write commits on its own."""
+        if self.state.shares(self.outbox) and self.state.shares(self.journal):
+            return self.state.batch()
+        return nullcontext()
+
     def _context(self, now: float) -> TriggerContext:
         return TriggerContext(self.config, self.state, self.items, self.views, now)
 
@@ -205,7 +226,7 @@ class PushEngine:
         if not events:
             return []
         now = self.clock() if now is None else now
-        with self._lock:
+        with self._lock, self._batch():
             ctx = self._context(now)
             viewed = [e.item_id for e in events if e.type is EventType.VIEW and e.item_id]
             info = self.items.describe(viewed) if viewed else {}
@@ -218,7 +239,7 @@ class PushEngine:
                     item = info.get(event.item_id)
                     self.views.add(event.user_id, now, event.item_id, item.leaf if item else None)
                 for name in enabled:
-                    candidates += TRIGGERS[name].on_events(ctx, [event])
+                    candidates += _safely(name, TRIGGERS[name].on_events, ctx, [event])
                 if event.type is EventType.PURCHASE and event.item_id is not None:
                     self.journal.purchase(
                         event.user_id, event.item_id, now, self.config.attribution_window
@@ -229,7 +250,7 @@ class PushEngine:
 
     def seed_items(self, items: Sequence[Item]) -> int:
         """Record items never seen before without firing (at start); returns how many."""
-        with self._lock:
+        with self._lock, self._batch():
             known = self.state.snapshot([i.item_id for i in items])
             new = [(i.item_id, _snap(i)) for i in items if i.item_id not in known]
             if new:
@@ -241,14 +262,14 @@ class PushEngine:
         if not items:
             return []
         now = self.clock() if now is None else now
-        with self._lock:
+        with self._lock, self._batch():
             before = self.state.snapshot([i.item_id for i in items])
             changes = [ItemChange(ItemInfo.of(i), before.get(i.item_id)) for i in items]
             self.state.put_snapshot([(i.item_id, _snap(i)) for i in items])
             ctx = self._context(now)
             candidates: list[Candidate] = []
             for name in self._enabled():
-                candidates += TRIGGERS[name].on_items(ctx, changes)
+                candidates += _safely(name, TRIGGERS[name].on_items, ctx, changes)
             verdicts = self._decide(candidates, now)
         self._deliver_live(verdicts, now)
         return verdicts
@@ -258,7 +279,7 @@ class PushEngine:
         now = self.clock() if now is None else now
         verdicts: list[Verdict] = []
         while True:
-            with self._lock:
+            with self._lock, self._batch():
                 timers = self.state.due(now, limit=limit, lease_s=max(60.0, self.config.lease_s))
                 if not timers:
                     break
@@ -280,11 +301,7 @@ class PushEngine:
             return []
         if timer.key.startswith(DEFERRED_PREFIX):  # quiet hours ended: decide again
             return [_candidate_from(timer.payload, ctx.now)]
-        try:
-            return TRIGGERS[timer.trigger].on_timer(ctx, timer)
-        except Exception:  # one broken timer must not block the others
-            log.exception("push trigger %s failed on a timer", timer.trigger)
-            return []
+        return _safely(timer.trigger, TRIGGERS[timer.trigger].on_timer, ctx, timer)
 
     def run_promotion(self, promotion_id: str, now: float | None = None) -> list[Verdict]:
         """Push a configured promotion to its best-matching users now."""
@@ -292,7 +309,7 @@ class PushEngine:
         if promo is None:
             raise NotFoundError(f"no promotion {promotion_id!r} in push.promotions")
         now = self.clock() if now is None else now
-        with self._lock:
+        with self._lock, self._batch():
             candidates = Promotion().run(self._context(now), promo)
             verdicts = self._decide(candidates, now)
         self._deliver_live(verdicts, now)
@@ -451,7 +468,7 @@ class PushEngine:
     # -- erasure and lifecycle ---------------------------------------------------------------
 
     def delete_user(self, user_id: str) -> dict[str, int]:
-        with self._lock:
+        with self._lock, self._batch():
             self.views.forget(user_id)
             return {
                 "push_outbox": self.outbox.delete_user(user_id),
@@ -466,6 +483,18 @@ class PushEngine:
         self.outbox.close()
         self.state.close()
         self.journal.close()
+
+
+def _safely(
+    name: str, call: Callable[[TriggerContext, Any], list[Candidate]], ctx: TriggerContext, arg: Any
+) -> list[Candidate]:
+    """One trigger's candidates; a trigger that raises is logged and skipped, so the
+    others (and the state they wrote in the round's transaction) still go through."""
+    try:
+        return call(ctx, arg)
+    except Exception:
+        log.exception("push trigger %s failed", name)
+        return []
 
 
 def _snap(item: Item) -> ItemSnapshot:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +79,17 @@ class ItemSnapshot:
 class PushState:
     """Trigger state in SQLite (``sqlite:///path`` or ``sqlite://:memory:``)."""
 
-    def __init__(self, url: str) -> None:
-        self._db = PushDatabase(url, schema=_SCHEMA, name="state")
+    def __init__(self, url: str, db: PushDatabase | None = None) -> None:
+        self._db = db if db is not None else PushDatabase(url)
+        self._db.migrate(list(_SCHEMA), "state")
+
+    def batch(self) -> AbstractContextManager[None]:
+        """One transaction for every write of the block (see ``_sqlite.PushDatabase``)."""
+        return self._db.batch()
+
+    def shares(self, other: object) -> bool:
+        """Whether ``other`` (outbox, journal) writes through this state's connection."""
+        return getattr(other, "_db", None) is self._db
 
     # -- timers -------------------------------------------------------------------
 
