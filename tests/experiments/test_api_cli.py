@@ -183,3 +183,43 @@ def test_erasure_drops_the_users_cached_feedback(
     assert c.delete("/v1/users/sim-user-00003").status_code == 200
     users = set(tracker.attributed(fresh=True)["user_id"].to_list())
     assert "sim-user-00003" not in users and "sim-user-00004" in users
+
+
+def test_thompson_exploration_logs_propensities(
+    shop_client: TestClient, settings: Settings
+) -> None:
+    from shopcast.api import create_app
+
+    explore = settings.model_copy(
+        update={
+            "experiments": settings.experiments.model_copy(
+                update={"exploration": "thompson", "exploration_share": 0.5, "exploration_seed": 1}
+            )
+        }
+    )
+    with TestClient(create_app(explore)) as c:
+        explored = []
+        for n in range(30):
+            rec = c.get(f"/v1/users/sim-user-{n:05d}/recommendations").json()
+            explored += [i for i in rec["items"] if i["explored"]]
+            if rec["items"]:
+                first = rec["items"][0]
+                c.post(
+                    "/v1/events",
+                    json={"type": "click", "user_id": f"sim-user-{n:05d}",
+                          "item_id": first["item_id"],
+                          "recommendation_id": rec["recommendation_id"]},
+                )  # fmt: skip
+        assert len(explored) > 50
+        assert all(0 < i["propensity"] <= 1 and i["source"] == "exploration" for i in explored)
+        engine = c.app.state.engine  # type: ignore[attr-defined]
+        engine.impressions.flush()
+        logged = tracker_for(engine.store, explore).attributed(fresh=True)
+        rows = logged.filter(logged["explored"])
+        assert rows.height == len(explored) and rows["propensity"].min() > 0  # type: ignore[operator]
+        body = c.get("/v1/metrics", params={"window_s": [60, 3600]}).json()
+        assert [w["window_s"] for w in body["windows"]] == [60, 3600]
+        by_source = {r["source"]: r for r in body["windows"][1]["by_source"]}
+        assert by_source["exploration"]["impressions"] == len(explored)
+        bad = c.get("/v1/metrics", params={"window_s": 0})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"].startswith("window_s")

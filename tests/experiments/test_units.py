@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shopcast.domain import Recommendation, RecommendedItem
-from shopcast.experiments.exploration import Explorer
+from shopcast.experiments.exploration import Explorer, Pool
 from shopcast.experiments.model import Experiment, unit_hash
 from shopcast.experiments.stats import compare, ratio, sample_ratio_mismatch
 
@@ -105,7 +105,7 @@ def _rec(n: int = 5) -> Recommendation:
     return Recommendation(recommendation_id="r", user_id="u", model_version="v", items=items)
 
 
-POOL = [f"i{k}" for k in range(40)]
+POOL = Pool([f"i{k}" for k in range(40)])
 
 
 def test_epsilon_exploration_is_uniform_with_exact_propensities() -> None:
@@ -123,18 +123,20 @@ def test_epsilon_exploration_is_uniform_with_exact_propensities() -> None:
                     assert item.propensity == pytest.approx(1 / 40)  # first explored: whole pool
                     chosen[item.item_id] += 1
     assert rec.sources.get("exploration", 0) == sum(i.explored for i in rec.items)
-    freq = np.array([chosen[i] for i in POOL]) / sum(chosen.values())
+    freq = np.array([chosen[i] for i in POOL.ids]) / sum(chosen.values())
     assert freq.max() < 3 / 40 and len(chosen) == 40  # ~uniform over the pool
 
 
 def test_thompson_propensity_estimates_the_choice_frequency() -> None:
     stats = {f"i{k}": (k, 40) for k in range(10)}  # item k: k clicks in 40 impressions
     explorer = Explorer("thompson", 1.0, draws=2000, seed=4, stats=lambda: stats)
-    pool = [f"i{k}" for k in range(10)]
+    pool = Pool([f"i{k}" for k in range(10)])
     picks: Counter[str] = Counter()
     props: dict[str, float] = {}
     for _ in range(1500):
-        item, p = explorer._draw(pool)
+        drawn = explorer._draw(pool, set())
+        assert drawn is not None
+        item, p = drawn
         picks[item] += 1
         props[item] = p
     assert picks.most_common(1)[0][0] == "i9"
@@ -145,3 +147,26 @@ def test_thompson_propensity_estimates_the_choice_frequency() -> None:
 def test_no_exploration_without_share() -> None:
     rec = _rec()
     assert Explorer("epsilon", 0.0).apply(rec, POOL, lambda _i: {}) is rec
+
+
+def test_the_pool_is_built_only_when_a_slot_is_explored() -> None:
+    built = []
+
+    def pool() -> Pool:
+        built.append(1)
+        return POOL
+
+    never = Explorer("epsilon", 1e-9, seed=0)
+    for _ in range(50):
+        never.apply(_rec(), pool, lambda _i: {})
+    assert built == []
+    Explorer("epsilon", 1.0, seed=0).apply(_rec(), pool, lambda _i: {})
+    assert built == [1]
+
+
+def test_exploration_stops_when_the_pool_is_exhausted() -> None:
+    small = Pool(["i0", "i1"])
+    rec = Explorer("epsilon", 1.0, seed=1).apply(_rec(), small, lambda _i: {})
+    assert sum(i.explored for i in rec.items) == 2
+    ids = [i.item_id for i in rec.items]
+    assert len(set(ids)) == len(ids)

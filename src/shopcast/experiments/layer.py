@@ -18,13 +18,14 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shopcast.domain import Recommendation
-from shopcast.experiments.exploration import Explorer
+from shopcast.experiments.exploration import Explorer, Pool
 from shopcast.experiments.model import Experiment, ExperimentStore
 from shopcast.serving.rerank import MMR
 
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from shopcast.serving.pipeline import RecommendPipeline, RecommendRequest
 
 log = logging.getLogger(__name__)
+
+#: How long the exploration pool (in-stock items) is reused before it is rebuilt.
+POOL_TTL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,7 @@ class ExperimentLayer:
         self._running: list[Experiment] = []
         self._lock = threading.Lock()
         self._pipelines: dict[tuple[int, float], tuple[RecommendPipeline, RecommendPipeline]] = {}
+        self._pools: dict[int, tuple[float, Pool]] = {}
         cfg = settings.experiments
         self.explorer: Explorer | None = None
         if cfg.exploration != "off" and cfg.exploration_share > 0:
@@ -123,8 +128,6 @@ class ExperimentLayer:
         if rec.user_id is None and rec.session_id is None:
             return rec  # no impression is logged for nobody: exploring would teach nothing
         catalog, items = serving.catalog, serving.bundle.items
-        every = np.arange(len(items), dtype=np.int64)
-        pool = [items.id(int(i)) for i in every[catalog.available(every)].tolist()]
 
         def describe(item_id: str) -> dict[str, Any]:
             meta = catalog.get(items.index(item_id))
@@ -132,4 +135,20 @@ class ExperimentLayer:
                 return {}
             return {"title": meta.title, "category": meta.category, "price": meta.price}
 
-        return self.explorer.apply(rec, pool, describe)
+        return self.explorer.apply(rec, lambda: self._pool(serving), describe)
+
+    def _pool(self, serving: _Serving) -> Pool:
+        """In-stock items of the serving's catalog, rebuilt at most every ``POOL_TTL_S``."""
+        now = time.monotonic()
+        key = id(serving.catalog)
+        found = self._pools.get(key)
+        if found is not None and now - found[0] < POOL_TTL_S:
+            return found[1]
+        catalog, items = serving.catalog, serving.bundle.items
+        every = np.arange(len(items), dtype=np.int64)
+        pool = Pool([items.id(int(i)) for i in every[catalog.available(every)].tolist()])
+        with self._lock:
+            if len(self._pools) > 16:
+                self._pools.clear()
+            self._pools[key] = (now, pool)
+        return pool

@@ -49,6 +49,7 @@ class FeedbackTracker:
         self._attributed_at = -1.0
         self._catalog: tuple[float, int, dict[str, str]] = (-1.0, 0, {})
         self._lock = threading.RLock()
+        self._item_stats: tuple[pl.DataFrame, dict[str, tuple[int, int]]] | None = None
 
     # -- data ------------------------------------------------------------------
 
@@ -125,14 +126,23 @@ class FeedbackTracker:
         }
 
     def item_stats(self) -> Mapping[str, tuple[int, int]]:
-        """``item -> (clicks, impressions)`` over the horizon (Thompson sampling)."""
+        """``item -> (clicks, impressions)`` over the horizon (Thompson sampling); the
+        same object until the attributed impressions are recomputed."""
         imps = self.attributed()
-        if imps.height == 0:
-            return {}
-        agg = imps.group_by("item_id").agg(pl.col("clicked").sum().alias("c"), pl.len().alias("n"))
-        return {
-            i: (int(c), int(n)) for i, c, n in zip(agg["item_id"], agg["c"], agg["n"], strict=True)
-        }
+        cached = self._item_stats
+        if cached is not None and cached[0] is imps:
+            return cached[1]
+        stats: dict[str, tuple[int, int]] = {}
+        if imps.height:
+            agg = imps.group_by("item_id").agg(
+                pl.col("clicked").sum().alias("c"), pl.len().alias("n")
+            )
+            stats = {
+                i: (int(c), int(n))
+                for i, c, n in zip(agg["item_id"], agg["c"], agg["n"], strict=True)
+            }
+        self._item_stats = (imps, stats)
+        return stats
 
 
 _TRACKERS: weakref.WeakKeyDictionary[Any, FeedbackTracker] = weakref.WeakKeyDictionary()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import Field
 
 from shopcast.api.routes._common import engine_of, settings_of, store_of
 from shopcast.feedback.prometheus import OnlineCollector, Telemetry
@@ -25,9 +26,10 @@ def _tracker(request: Request) -> FeedbackTracker:
 @router.get("/v1/metrics")
 async def online_metrics(
     request: Request,
-    window_s: list[float] | None = Query(
-        None, gt=0, description="Windows in seconds (default: feedback.windows_s)"
-    ),
+    window_s: Annotated[
+        list[Annotated[float, Field(gt=0)]] | None,
+        Query(description="Windows in seconds, repeatable (default: feedback.windows_s)"),
+    ] = None,
 ) -> dict[str, Any]:
     """CTR, conversion, revenue per mille, click position, coverage and diversity of the
     recommendations shown, per window, overall and by model version, scene, source,
