@@ -19,6 +19,10 @@ from tests.web.conftest import SecureServer, Server, shot
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 WIDE = {"width": 1280, "height": 800}
+PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c63f8cfc0f01f0005000201a5e1c5b70000000049454e44ae426082"
+)
 PHONE = {"width": 390, "height": 844}
 
 
@@ -204,6 +208,13 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     assert int(total) > 0
     shot(page, "dashboard-overview-1280")
 
+    # an offline report as `shopcast evaluate` writes it (relative to the server's directory)
+    reports = live_server.data_dir / "bench" / "results" / "evaluate"
+    reports.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": "q1", "dataset": "test report", "models": {"mf": {"RMSE": 0.93}}}
+    (reports / "q1-quick.json").write_text(json.dumps(report))
+    (reports / "q1-quick-rmse.png").write_bytes(PNG_1X1)
+
     # tabs follow the WAI-ARIA pattern: arrow keys move the selection
     page.focus("#tab-overview")
     page.keyboard.press("ArrowRight")
@@ -211,7 +222,9 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     assert page.evaluate("document.activeElement.id") == "tab-models"
     page.wait_for_selector("[data-testid=registry] tr[data-version]")
     assert page.query_selector("[data-testid=registry] .badge")  # the version serving
-    page.wait_for_selector("[data-testid=evaluations] p, [data-testid=evaluations] h3")
+    page.wait_for_selector("[data-testid=evaluations] td:has-text('0.93')")
+    img = page.wait_for_selector("[data-testid=evaluations] img[src^='blob:']")
+    page.wait_for_function("img => img.complete && img.naturalWidth === 1", arg=img)
     shot(page, "dashboard-models-1280")
 
     page.click("#tab-users")

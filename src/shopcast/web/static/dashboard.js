@@ -203,7 +203,7 @@
         parts.push(el("h3", {}, `${(r.benchmark || "?").toUpperCase()} — ${r.dataset || r.file}`));
         if (r.error) { parts.push(el("p", { class: "error" }, r.error)); continue; }
         parts.push(el("div", { class: "table-wrap" }, el("table", {},
-          el("thead", {}, el("tr", {}, ["", "model", ...r.columns].map((h) => el("th", { scope: "col" }, h)))),
+          el("thead", {}, el("tr", {}, ["kind", "model", ...r.columns].map((h) => el("th", { scope: "col" }, h)))),
           el("tbody", {}, r.rows.map((row) => el("tr", {}, el("td", {}, row.kind), el("td", {}, row.name),
             r.columns.map((c) => el("td", {}, row[c] === undefined ? (row.skipped ? "skipped" : "–") : render(row[c])))))))));
         const stem = r.file.replace(/\.json$/, "");
