@@ -143,6 +143,50 @@ def outbox_throughput(tmp: Path, n: int = 2000) -> dict[str, float]:
     return {"messages": n, "enqueue_per_s": n / enqueue, "claim_ack_per_s": done / drain}
 
 
+def trigger_cost(tmp: Path) -> dict[str, float]:
+    """``PushEngine.observe`` over one SQLite file (one transaction per call)."""
+    from shopcast.domain import Event, Item, User
+    from shopcast.push.engine import PushEngine, open_storage
+    from shopcast.push.items import CatalogItems
+
+    url = f"sqlite:///{tmp / 'triggers.db'}"
+    outbox, state, journal = open_storage(url, url)
+    items = [Item(**i) for i in ITEMS]
+    users = {f"u{i}": User(user_id=f"u{i}", consent={"push": True}) for i in range(100)}
+    settings = Settings(environment="test", database_url="memory://")
+    engine = PushEngine(
+        settings,
+        outbox=outbox,
+        state=state,
+        journal=journal,
+        items=CatalogItems(items),
+        users=users.get,
+    )
+    ids = [i.item_id for i in items]
+    views = [
+        Event(type="view", user_id=f"u{i % 100}", item_id=ids[i % len(ids)], timestamp=1e9 + i)
+        for i in range(1000)
+    ]
+    start = time.perf_counter()
+    engine.observe(views)
+    batch = time.perf_counter() - start
+    carts = [
+        Event(
+            type="add_to_cart", user_id=f"u{i % 100}", item_id=ids[i % len(ids)], timestamp=2e9 + i
+        )
+        for i in range(100)
+    ]
+    start = time.perf_counter()
+    for e in carts:
+        engine.observe([e])
+    single = time.perf_counter() - start
+    engine.close()
+    return {
+        "batch_of_1000_views_ms_per_event": 1000 * batch / 1000,
+        "single_event_ms": 1000 * single / len(carts),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=50)
@@ -152,6 +196,7 @@ def main() -> None:
         result = {
             "sse_latency": sse_latency(args.trials, tmp),
             "outbox_sqlite": outbox_throughput(tmp),
+            "triggers_sqlite": trigger_cost(tmp),
             "machine": {"python": platform.python_version(), "cpus": "2 shared cores"},
         }
     print(json.dumps(result, indent=2))
