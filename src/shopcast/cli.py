@@ -394,6 +394,12 @@ def demo(
         bool,
         typer.Option("--open/--no-open", help="Open the demo storefront in a web browser"),
     ] = True,
+    push_delay: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds before the cart and browse reminders fire (the demo's push)"
+        ),
+    ] = 15.0,
 ) -> None:
     """The whole loop: import a shop, train, serve on 127.0.0.1, print URLs to try;
     the demo storefront (/demo/shop) opens in the browser when one is available.
@@ -410,6 +416,13 @@ def demo(
         f"sqlite:///{data_dir / 'shopcast.db'}",
         model_dir=data_dir / "models",
         auth={"enabled": False},
+        # pushes within seconds, so the storefront shows them (production: 30 min, 1 h)
+        push={
+            "triggers": {
+                "cart_abandonment": {"delay": push_delay},
+                "browse_abandonment": {"delay": 2 * push_delay},
+            }
+        },
     )
     console.print(
         "[yellow]the demo serves WITHOUT API keys (auth.enabled = false) on 127.0.0.1; "
@@ -443,6 +456,10 @@ def demo(
     console.print(f"health:          {base}/v1/health")
     console.print(f"[bold]demo shop:       {base}/demo/shop?user={user}[/]")
     console.print(f"[bold]dashboard:       {base}/dashboard[/]")
+    console.print(
+        f"push: a cart left for {push_delay:g} s (browsing: {2 * push_delay:g} s) brings a "
+        "reminder to the shop page"
+    )
     if not once:
         if open_browser:
             _open_when_up(f"{base}/demo/shop?user={user}", f"{base}/v1/health")
