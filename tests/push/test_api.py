@@ -141,3 +141,37 @@ def test_websocket_at_the_sse_path(api: TestClient) -> None:
     with api.websocket_connect("/v1/users/u1/stream") as ws:
         frame = ws.receive_json()  # sent on connect
     assert frame["data"]["trigger"] == "session_nudge"
+
+
+def test_promotion_through_the_targeting_api(tmp_path: Path) -> None:
+    from shopcast.api import create_app
+
+    promo = {
+        "promotion_id": "coffee-week",
+        "title": "Coffee week",
+        "body": "Code {coupon}",
+        "coupon": "BEANS",
+        "category": "Coffee",
+    }
+    settings = push_settings(
+        tmp_path, promotions=[promo], triggers={"promotion": {"holdout": 0, "min_score": 0.0}}
+    )
+    with TestClient(create_app(settings)) as api:
+        api.put("/v1/items", json=ITEMS)
+        users = [{"user_id": u, "consent": {"push": True}} for u in ("fan", "other")]
+        api.put("/v1/users", json=users)
+        for item in ("c1", "c2", "c1"):
+            api.post("/v1/events", json={"type": "add_to_cart", "user_id": "fan", "item_id": item})
+        api.post("/v1/events", json={"type": "view", "user_id": "other", "item_id": "t1"})
+        r = api.post("/v1/push/promotions/coffee-week/run")
+        assert r.status_code == 200, r.text
+        assert r.json()["outcomes"].get("sent", 0) >= 1
+        (msg,) = [
+            m
+            for m in api.get("/v1/users/fan/push").json()["messages"]
+            if m["trigger"] == "promotion"
+        ]
+        assert msg["title"] == "Coffee week"
+        assert msg["data"]["coupon"] == "BEANS"
+        assert msg["body"] == "Code BEANS"
+        assert msg["items"] and all(i["item_id"].startswith("c") for i in msg["items"])

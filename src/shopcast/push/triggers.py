@@ -594,8 +594,8 @@ class Promotion(Trigger):
                     subject,
                     extra,
                     data,
-                    title=promo.title,
-                    body=promo.body,
+                    title=_fmt(promo.title, subject, extra, coupon=promo.coupon or ""),
+                    body=_fmt(promo.body, subject, extra, coupon=promo.coupon or ""),
                 )
             )
         return out
