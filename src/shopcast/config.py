@@ -627,6 +627,9 @@ class PushSettings(BaseModel):
     max_attempts: int = Field(8, ge=1, le=100, description="Then the dead-letter list")
     lease_s: float = Field(30.0, gt=0, description="A claimed delivery is reclaimable after")
     heartbeat_s: float = Field(15.0, gt=0, description="SSE comment heartbeat period")
+    retention_days: float = Field(
+        90.0, gt=0, description="Finished pushes, the journal and interest are deleted after"
+    )
     quiet_hours: QuietHoursSettings = Field(default_factory=QuietHoursSettings)
     guides: list[PushGuide] = Field(default_factory=list)
     promotions: list[PushPromotion] = Field(default_factory=list)

@@ -224,3 +224,22 @@ class OutboxContract:
             assert d.delivery_id == first.delivery.delivery_id
         finally:
             box.close()
+
+    # -- retention -----------------------------------------------------------------------
+
+    def test_prune_keeps_pending_and_recent(self, outbox: Outbox) -> None:
+        done, dead, pending = message("done", at=T0), message("dead", at=T0), message("p", at=T0)
+        recent = message("recent", at=T0 + 100)
+        (d_done,) = enqueue(outbox, done)
+        (d_dead,) = enqueue(outbox, dead)
+        enqueue(outbox, pending, recent)
+        claims = {c.delivery.delivery_id: c for c in outbox.claim(T0 + 200, lease_s=1000)}
+        outbox.ack(d_done.delivery_id, now=T0 + 1)
+        outbox.fail(d_dead.delivery_id, now=T0 + 1, error="x", retry_at=None)
+        outbox.ack(delivery_for(recent).delivery_id, now=T0 + 101)
+        assert len(claims) == 4
+        assert outbox.prune(T0 + 50) == 4  # two old finished messages and their deliveries
+        assert outbox.get("done") is None and outbox.get("dead") is None
+        assert outbox.get("p") is not None  # still pending: kept however old
+        assert outbox.get("recent") is not None
+        assert outbox.prune(T0 + 50) == 0

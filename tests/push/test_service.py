@@ -110,3 +110,27 @@ def test_erasure_without_a_running_engine(tmp_path: Path) -> None:
     assert box.history("gone") == [] and len(box.history("kept")) == 1
     box.close()
     store.close()
+
+
+def test_retention_prunes_old_push_data(harness) -> None:  # type: ignore[no-untyped-def]
+    from shopcast.push.channels import Retry
+
+    h: Harness = harness(retention_days=1, triggers={"cart_abandonment": {"delay": 1}})
+    h.observe(ev("view", "t1"), ev("add_to_cart", "s1"))
+    h.tick(1)  # delivered on the live channel
+    assert h.engine.outbox.history("u1")
+
+    class Nobody:  # a second push nobody receives: stays pending
+        def deliver(self, claim: object, now: float) -> Retry:
+            return Retry(now + 10**6, "no stream")
+
+    h.engine.channels["live"] = Nobody()
+    h.observe(ev("add_to_cart", "s2", "u2"))
+    h.tick(1)
+    h.clock.advance(2 * 86400)
+    removed = h.engine.prune()
+    assert removed["push_outbox"] == 2  # u1's message and delivery
+    assert removed["push_history"] >= 3  # decisions, sent rows, interest
+    assert h.engine.outbox.history("u1") == []
+    assert len(h.engine.outbox.history("u2")) == 1  # pending: kept
+    assert h.engine.state.interested("t1", since=0) == {}

@@ -137,5 +137,23 @@ class MemoryOutbox:
                 del self._messages[k]
             return len(gone) + len(msgs)
 
+    def prune(self, before: float) -> int:
+        with self._lock:
+            pending = {
+                d.message_id
+                for d in self._deliveries.values()
+                if d.status is DeliveryStatus.PENDING
+            }
+            old = {
+                k for k, m in self._messages.items() if m.created_at < before and k not in pending
+            }
+            gone = [k for k, d in self._deliveries.items() if d.message_id in old]
+            for k in gone:
+                del self._deliveries[k]
+                self._leases.pop(k, None)
+            for k in old:
+                del self._messages[k]
+            return len(gone) + len(old)
+
     def close(self) -> None:
         pass

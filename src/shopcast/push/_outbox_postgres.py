@@ -207,5 +207,24 @@ class PostgresOutbox:
             b = conn.execute("DELETE FROM push_messages WHERE user_id = %s", (user_id,)).rowcount
         return int(a + b)
 
+    def prune(self, before: float) -> int:
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT message_id FROM push_messages m WHERE created_at < %s AND NOT EXISTS "
+                "(SELECT 1 FROM push_deliveries d WHERE d.message_id = m.message_id "
+                "AND d.status = 'pending') FOR UPDATE",
+                (before,),
+            ).fetchall()
+            ids = [r[0] for r in rows]
+            if not ids:
+                return 0
+            a = conn.execute(
+                "DELETE FROM push_deliveries WHERE message_id = ANY(%s)", (ids,)
+            ).rowcount
+            b = conn.execute(
+                "DELETE FROM push_messages WHERE message_id = ANY(%s)", (ids,)
+            ).rowcount
+        return int(a + b)
+
     def close(self) -> None:
         self._db.close()

@@ -276,5 +276,25 @@ class SqliteOutbox:
             b = conn.execute("DELETE FROM push_messages WHERE user_id = ?", (user_id,)).rowcount
         return int(a + b)
 
+    def prune(self, before: float) -> int:
+        done = (
+            "SELECT message_id FROM push_messages m WHERE created_at < ? AND NOT EXISTS "
+            "(SELECT 1 FROM push_deliveries d WHERE d.message_id = m.message_id "
+            "AND d.status = 'pending')"
+        )
+        with self._db.write() as conn:
+            ids = [r[0] for r in conn.execute(done, (before,)).fetchall()]
+            n = 0
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                n += conn.execute(
+                    f"DELETE FROM push_deliveries WHERE message_id IN ({marks})", part
+                ).rowcount
+                n += conn.execute(
+                    f"DELETE FROM push_messages WHERE message_id IN ({marks})", part
+                ).rowcount
+        return int(n)
+
     def close(self) -> None:
         self._db.close()

@@ -335,6 +335,15 @@ class Attribution:
             },
         }
 
+    def prune(self, before: float) -> int:
+        """Retention: decisions, messages, feedback and conversions older than ``before``."""
+        with self._db.write() as conn:
+            n = conn.execute("DELETE FROM push_decisions WHERE created_at < ?", (before,)).rowcount
+            n += conn.execute("DELETE FROM push_sent WHERE created_at < ?", (before,)).rowcount
+            n += conn.execute("DELETE FROM push_feedback WHERE ts < ?", (before,)).rowcount
+            n += conn.execute("DELETE FROM push_conversions WHERE ts < ?", (before,)).rowcount
+        return int(n)
+
     # -- erasure ------------------------------------------------------------------------
 
     def delete_user(self, user_id: str) -> int:

@@ -465,6 +465,17 @@ class PushEngine:
         out["dead_letter_reasons"] = dict(Counter((d.last_error or "").split(":")[0] for d in dead))
         return out
 
+    def prune(self, now: float | None = None) -> dict[str, int]:
+        """Retention (``push.retention_days``): finished outbox messages, the journal,
+        interest and purchases older than that; pending deliveries and timers stay."""
+        now = self.clock() if now is None else now
+        before = now - self.config.retention_days * 86_400
+        with self._lock, self._batch():
+            return {
+                "push_outbox": self.outbox.prune(before),
+                "push_history": self.journal.prune(before) + self.state.prune(before),
+            }
+
     # -- erasure and lifecycle ---------------------------------------------------------------
 
     def delete_user(self, user_id: str) -> dict[str, int]:

@@ -84,6 +84,12 @@ class Outbox(Protocol):
         """Erase a user's messages and deliveries; returns how many rows went."""
         ...
 
+    def prune(self, before: float) -> int:
+        """Retention: delete messages created before ``before`` whose deliveries are
+        all finished (delivered or dead), with those deliveries; returns how many rows
+        went. Pending deliveries and their messages are kept."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -22,10 +22,19 @@ from shopcast.push.engine import PushEngine
 log = logging.getLogger(__name__)
 
 
+PRUNE_EVERY_S = 3600.0
+_pruned: dict[int, float] = {}  # id(engine) -> when it was last pruned (clock time)
+
+
 def step(engine: PushEngine, *, ticks: bool = True, channel: str | None = None) -> dict[str, int]:
-    """One pass: due timers (unless ``ticks`` is False), then due deliveries."""
+    """One pass: due timers (unless ``ticks`` is False), due deliveries, and once an
+    hour the retention of old push data."""
     decided = len(engine.tick()) if ticks else 0
     report = engine.deliver(channel=channel)
+    now = engine.clock()
+    if ticks and now - _pruned.get(id(engine), -PRUNE_EVERY_S) >= PRUNE_EVERY_S:
+        _pruned[id(engine)] = now
+        engine.prune(now)
     return {
         "decided": decided,
         "delivered": report.delivered,

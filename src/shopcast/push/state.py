@@ -237,6 +237,13 @@ class PushState:
                 (name, json.dumps(doc, sort_keys=True)),
             )
 
+    def prune(self, before: float) -> int:
+        """Retention: interest and purchases older than ``before`` (timers are kept)."""
+        with self._db.write() as conn:
+            n = conn.execute("DELETE FROM push_interest WHERE ts < ?", (before,)).rowcount
+            n += conn.execute("DELETE FROM push_purchases WHERE ts < ?", (before,)).rowcount
+        return int(n)
+
     # -- erasure --------------------------------------------------------------------------
 
     def delete_user(self, user_id: str) -> int:
