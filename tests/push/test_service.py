@@ -134,3 +134,16 @@ def test_retention_prunes_old_push_data(harness) -> None:  # type: ignore[no-unt
     assert h.engine.outbox.history("u1") == []
     assert len(h.engine.outbox.history("u2")) == 1  # pending: kept
     assert h.engine.state.interested("t1", since=0) == {}
+
+
+def test_cli_run_once_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shopcast.cli import app
+
+    monkeypatch.setenv("SHOPCAST_DATABASE_URL", f"sqlite:///{tmp_path / 'shop.db'}")
+    monkeypatch.setenv("SHOPCAST_MODEL_DIR", str(tmp_path / "models"))
+    result = CliRunner().invoke(app, ["push", "run", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "decided" in result.output
+    result = CliRunner().invoke(app, ["push", "metrics"])
+    assert result.exit_code == 0, result.output
+    assert '"decisions": 0' in result.output
