@@ -51,6 +51,16 @@ def _ids(page: Any, shelf: str) -> list[str]:
     return [str(a.get_attribute("data-item-id")) for a in page.query_selector_all(sel)]
 
 
+def _accessible(page: Any) -> None:
+    """axe-core (WCAG 2 A/AA rules and best practices) finds nothing on the page as shown."""
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright")
+    violations = axe.Axe().run(page).response["violations"]
+    found = [
+        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:3]}" for v in violations
+    ]
+    assert found == [], found
+
+
 def _session(server: Server, user: str) -> dict[str, Any]:
     r = httpx.get(f"{server.url}/v1/admin/users/{user}/session", timeout=10)
     assert r.status_code == 200
@@ -80,6 +90,7 @@ def test_storefront_shelves_follow_the_shopper_and_every_action_is_an_event(
     assert before, "the 'for you' shelf is empty"
     page.wait_for_selector("[data-testid=catalog] .card")
     shot(page, "shop-home-1280")
+    _accessible(page)
 
     # open a product from the catalog grid (the last one: unlikely to be on the shelf)
     target = page.query_selector_all("[data-testid=catalog] .card a")[-1]
@@ -93,6 +104,7 @@ def test_storefront_shelves_follow_the_shopper_and_every_action_is_an_event(
     assert after != before, "the 'for you' shelf did not change after viewing a product"
     assert item_id not in after  # not the product on the screen
     shot(page, "shop-product-1280")
+    _accessible(page)
 
     # from a shelf: a click carrying the recommendation id, then the view
     page.click("[data-testid=similar] .card a >> nth=0")
@@ -103,6 +115,7 @@ def test_storefront_shelves_follow_the_shopper_and_every_action_is_an_event(
     page.wait_for_selector("[data-testid=buy]")
     page.wait_for_selector("[data-testid=complete-cart][aria-busy=false]")
     shot(page, "shop-cart-1280")
+    _accessible(page)
     page.click("[data-testid=buy]")
     page.wait_for_selector("#thanks")
     assert page.evaluate("document.activeElement.id") == "thanks"  # focus moved for AT users
@@ -148,6 +161,7 @@ def test_push_arrives_as_a_toast(live_server: Server, page_factory: Any) -> None
     assert toast.get_attribute("data-trigger") in ("cart_abandonment", "session_nudge")
     assert toast.inner_text().strip()
     shot(page, "shop-toast-1280")
+    _accessible(page)
     if real:  # the push engine recorded the message and, from the page, that it was seen
         message_id = toast.get_attribute("data-message-id")
         deadline = time.monotonic() + 10
@@ -171,6 +185,7 @@ def test_storefront_on_a_phone_with_the_keyboard(live_server: Server, page_facto
     # nothing wider than the screen but the scrollable shelves
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shot(page, "shop-home-390")
+    _accessible(page)
     # keyboard: the skip link comes first and is visible when focused
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip"
@@ -193,6 +208,7 @@ def test_storefront_on_a_phone_with_the_keyboard(live_server: Server, page_facto
     page.wait_for_selector("[data-testid=similar][aria-busy=false]")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shot(page, "shop-product-390")
+    _accessible(page)
 
 
 # -- dashboard ----------------------------------------------------------------------------
@@ -207,6 +223,7 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     total = page.inner_text("[data-testid=kpi-total] .v").replace(",", "")
     assert int(total) > 0
     shot(page, "dashboard-overview-1280")
+    _accessible(page)
 
     # an offline report as `shopcast evaluate` writes it (relative to the server's directory)
     reports = live_server.data_dir / "bench" / "results" / "evaluate"
@@ -235,6 +252,7 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     assert page.query_selector("[data-testid=user-session] table, [data-testid=user-session] p")
     assert page.inner_text("[data-testid=user-pushes]").strip()
     shot(page, "dashboard-user-1280")
+    _accessible(page)
 
     page.click("#tab-items")
     page.fill("#item-q", live_server.items[5])
@@ -243,6 +261,7 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     page.wait_for_selector("[data-testid=item-record] dl")
     page.wait_for_selector("[data-testid=item-targets] table, [data-testid=item-targets] p")
     shot(page, "dashboard-item-1280")
+    _accessible(page)
 
     spec = {
         "experiment_id": f"pw-{uuid.uuid4().hex[:6]}",
@@ -265,6 +284,7 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     else:
         assert "not available" in page.inner_text("[data-testid=push-out]")
     shot(page, "dashboard-experiments-1280")
+    _accessible(page)
 
     page.click("#tab-jobs")
     page.select_option("#job-kind", "train")
@@ -272,6 +292,7 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     page.wait_for_selector(".job[data-status=done]", timeout=60_000)
     assert page.query_selector(".job progress").get_attribute("value") == "1"
     shot(page, "dashboard-jobs-1280")
+    _accessible(page)
     trained = httpx.get(f"{live_server.url}/v1/models", timeout=10).json()["serving"]
     page.click("#tab-models")
     page.wait_for_selector("[data-testid=registry] tr[data-version] >> nth=1")
@@ -295,11 +316,13 @@ def test_dashboard_on_a_phone(live_server: Server, page_factory: Any) -> None:
     page.wait_for_selector("[data-chart] svg >> nth=3")  # all four charts
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shot(page, "dashboard-overview-390")
+    _accessible(page)
     page.click("#tab-users")
     page.fill("#user-q", live_server.users[1])
     page.press("#user-q", "Enter")
     page.wait_for_selector("[data-testid=user-recs] tbody tr")
     shot(page, "dashboard-user-390")
+    _accessible(page)
 
 
 # -- API keys ------------------------------------------------------------------------------

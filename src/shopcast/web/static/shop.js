@@ -4,7 +4,8 @@
 (() => {
   const { api, optional, el, money } = Shopcast;
   const PAGE = 24;
-  const COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#7a5195", "#444"];
+  // Tile colours with white text at >= 4.5:1 contrast (WCAG AA).
+  const COLORS = ["#005a9c", "#8a4b00", "#1a6b40", "#a3290d", "#7b2d63", "#2f5d8a", "#5b3a8a", "#444"];
   const main = document.getElementById("main");
   const state = {
     user: null,
