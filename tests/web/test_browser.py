@@ -176,6 +176,47 @@ def test_push_arrives_as_a_toast(live_server: Server, page_factory: Any) -> None
     assert not page.query_selector(".toast")
 
 
+def test_session_nudge_and_price_drop_arrive_live(live_server: Server, page_factory: Any) -> None:
+    """The real push engine: three views in one category bring an in-session nudge (its
+    delay set to 1.5 s); a price cut on a viewed item brings a price-drop message."""
+    if not _push_stream_exists(live_server):
+        pytest.skip("this server has no push stream (the toast test covers the page side)")
+    user = f"pw-{uuid.uuid4().hex[:8]}"
+    page = page_factory(WIDE)
+    same_category = live_server.items[0:24:8]  # the simulated shop cycles its 8 categories
+    page.goto(f"{live_server.url}/demo/shop?user={user}")
+    page.wait_for_selector("[data-testid=push-status][data-status=live]")
+    for item in same_category:
+        page.goto(f"{live_server.url}/demo/shop?user={user}#item/{item}")
+        page.wait_for_selector(f"[data-testid=product][data-item-id='{item}']")
+        page.wait_for_selector("[data-testid=push-status][data-status=live]")
+    nudge = page.wait_for_selector(".toast[data-trigger=session_nudge]", timeout=20_000)
+    assert nudge.inner_text().strip()
+    nudge.query_selector("button.close").click()
+
+    cut = same_category[-1]
+    record = httpx.get(f"{live_server.url}/v1/items/{cut}", timeout=10).json()
+    record["price"] = round(record["price"] * 0.5, 2)
+    assert (
+        httpx.put(f"{live_server.url}/v1/items/{cut}", json=record, timeout=10).status_code == 200
+    )
+    drop = page.wait_for_selector(".toast[data-trigger=price_drop]", timeout=20_000)
+    assert f"{record['price']:g}" in drop.inner_text()
+    shot(page, "shop-price-drop-1280")
+    # a click on the message's item opens it and is reported to the push engine
+    message_id = drop.get_attribute("data-message-id")
+    drop.query_selector("a").click()
+    page.wait_for_selector("[data-testid=product]")
+    deadline = time.monotonic() + 10
+    while True:
+        history = httpx.get(f"{live_server.url}/v1/users/{user}/push", timeout=10).json()
+        feedback = {m["message_id"]: m["feedback"] for m in history["messages"]}
+        if "click" in feedback.get(message_id, {}):
+            break
+        assert time.monotonic() < deadline, history
+        time.sleep(0.1)
+
+
 def test_storefront_on_a_phone_with_the_keyboard(live_server: Server, page_factory: Any) -> None:
     user = f"pw-{uuid.uuid4().hex[:8]}"
     page = page_factory(PHONE)
