@@ -194,3 +194,31 @@ def test_postgresql_restart_during_ingestion(restartable: str, tmp_path: Path) -
             assert set(store.events.frame()["event_id"].to_list()) == everything
         finally:
             store.close()
+
+
+def test_shopcast_import_and_train_on_postgresql(
+    postgres_url: str, tmp_path: Path, small_shop: SimulatedShop
+) -> None:
+    """`shopcast import events` (COPY) and `shopcast train` with a postgresql:// URL."""
+    from typer.testing import CliRunner
+
+    from shopcast.cli import app
+
+    events_file = tmp_path / "events.csv"
+    small_shop.events.write_csv(events_file)
+    env = {"SHOPCAST_DATABASE_URL": postgres_url, "SHOPCAST_MODEL_DIR": str(tmp_path / "m")}
+    runner = CliRunner()
+    first = runner.invoke(app, ["import", "events", str(events_file)], env=env)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["import", "events", str(events_file)], env=env)
+    assert again.exit_code == 0, again.output
+    store = open_store(postgres_url)
+    try:
+        stored = store.events.count()
+        assert stored > 0 and stored == store.events.frame()["event_id"].n_unique()
+    finally:
+        store.close()
+    trained = runner.invoke(app, ["train", "--no-ranker"], env=env)
+    assert trained.exit_code == 0, trained.output
+    with psycopg.connect(split_url(postgres_url)[0]) as conn:
+        assert conn.execute("SELECT version FROM model_current").fetchone() is not None
