@@ -186,22 +186,27 @@ class PgEventLog:
         for position, row in enumerate(rows):
             first.setdefault(row[0], position)
         positions = list(first.values())
-        inserted: set[str] = set()
         with self._db.transaction() as conn:
             if not rows:
                 return AppendResult(0, 0, [], _last_seq(conn))
-            conn.execute(_LOCK_EVENTS)
-            with conn.cursor() as cursor:
-                for i in range(0, len(positions), _ROWS_PER_INSERT):
-                    chunk = [rows[p] for p in positions[i : i + _ROWS_PER_INSERT]]
-                    cursor.execute(
+            with conn.pipeline():  # one round trip for the lock, the inserts and the seq
+                conn.execute(_LOCK_EVENTS)
+                cursors = [
+                    conn.execute(
                         f"INSERT INTO events ({_COLUMNS}) VALUES "
                         + ", ".join([_ONE_ROW] * len(chunk))
                         + " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
                         [value for row in chunk for value in row],
                     )
-                    inserted.update(r[0] for r in cursor.fetchall())
-            last_seq = _last_seq(conn)
+                    for chunk in (
+                        [rows[p] for p in positions[i : i + _ROWS_PER_INSERT]]
+                        for i in range(0, len(positions), _ROWS_PER_INSERT)
+                    )
+                ]
+                last = conn.execute(_LAST_SEQ)
+                inserted = {r[0] for cursor in cursors for r in cursor.fetchall()}
+                found = last.fetchone()
+            last_seq = int(found[0]) if found else 0
         stored = [p for p in positions if rows[p][0] in inserted]
         return AppendResult(len(stored), len(rows) - len(stored), stored, last_seq)
 
