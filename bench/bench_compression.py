@@ -7,8 +7,9 @@ retrieved with their fitted user factors (inner product):
 
 - ``float32`` (exact, the reference), ``float16`` and ``int8`` (symmetric, one scale
   per item row) item matrices, scored exhaustively with numpy;
-- faiss indexes: ``Flat`` (exact), ``SQ8`` (8-bit scalar quantizer), ``IVF-SQ8`` and
-  ``IVF-PQ`` (one 8-bit sub-quantizer per 4 dimensions; ``nlist`` cells, ``nprobe`` searched).
+- faiss indexes: ``Flat`` (exact), ``SQ8`` (8-bit scalar quantizer), ``HNSW32`` and
+  ``HNSW32_SQ8`` (graph, efSearch 64), ``IVF-SQ8`` and ``IVF-PQ`` (one 8-bit
+  sub-quantizer per 2 dimensions; min(4 sqrt(N), N/39) cells, ``nprobe`` searched).
 
 Per arm: bytes of the item representation (faiss: the serialized index), query
 latency of one customer (p50 / p95 ms, top 200 retrieved, history filtered, then the
@@ -84,9 +85,12 @@ class Dense(Arm):
 
 
 class Faiss(Arm):
-    def __init__(self, name: str, q: np.ndarray, factory: str, nprobe: int = 0) -> None:
+    def __init__(
+        self, name: str, q: np.ndarray, factory: str, nprobe: int = 0, ef: int = 0
+    ) -> None:
         self.factory = factory
         self.nprobe = nprobe
+        self.ef = ef
         super().__init__(name, q)
 
     def build(self, q: np.ndarray) -> None:
@@ -95,6 +99,8 @@ class Faiss(Arm):
         self.index.add(q)
         if self.nprobe:
             faiss.extract_index_ivf(self.index).nprobe = self.nprobe
+        if self.ef:
+            faiss.ParameterSpace().set_index_parameter(self.index, "efSearch", self.ef)
 
     def nbytes(self) -> int:
         return int(faiss.serialize_index(self.index).nbytes)
@@ -121,25 +127,28 @@ def main() -> None:
     assert (users >= 0).all()
     uvec = model.P_[users].astype(np.float32)
     n_items = q.shape[0]
-    nlist = max(16, int(4 * np.sqrt(n_items)))
-    m = args.factors // 4 if args.factors % 4 == 0 else args.factors  # 4-dim sub-vectors
+    m = args.factors // 2 if args.factors % 2 == 0 else args.factors  # 2-dim sub-vectors
 
-    def arms(matrix: np.ndarray, cells: int) -> list[Arm]:
+    def arms(matrix: np.ndarray) -> list[Arm]:
+        # 4 sqrt(N) cells, at most one per 39 items (faiss' minimum to train k-means)
+        cells = max(4, min(int(4 * np.sqrt(matrix.shape[0])), matrix.shape[0] // 39))
         return [
             Dense("float32", matrix, "float32"),
             Dense("float16", matrix, "float16"),
             Dense("int8", matrix, "int8"),
             Faiss("faiss Flat", matrix, "Flat"),
             Faiss("faiss SQ8", matrix, "SQ8"),
+            Faiss("faiss HNSW32", matrix, "HNSW32", ef=64),
+            Faiss("faiss HNSW32-SQ8", matrix, "HNSW32_SQ8", ef=64),
             Faiss(f"faiss IVF{cells}-SQ8 np8", matrix, f"IVF{cells},SQ8", nprobe=8),
-            Faiss(f"faiss IVF{cells}-PQ{m} np8", matrix, f"IVF{cells},PQ{m}", nprobe=8),
+            Faiss(f"faiss IVF{cells}-SQ8 np32", matrix, f"IVF{cells},SQ8", nprobe=32),
             Faiss(f"faiss IVF{cells}-PQ{m} np32", matrix, f"IVF{cells},PQ{m}", nprobe=32),
         ]
 
     exclude = task.exclude.tocsr()
     rows: list[dict[str, Any]] = []
     reference: np.ndarray | None = None
-    for arm in arms(q, nlist):
+    for arm in arms(q):
         top = np.zeros((len(users), 20), dtype=np.int64)
         lat = []
         for r in range(len(users)):
@@ -177,9 +186,8 @@ def main() -> None:
         big = np.vstack(
             [q + rng.normal(0, 0.01, q.shape).astype(np.float32) for _ in range(args.scale)]
         )
-        cells = int(4 * np.sqrt(big.shape[0]))
         print(f"SYNTHETIC scale-up: {big.shape[0]} items")
-        for arm in arms(big, cells):
+        for arm in arms(big):
             lat = []
             for r in range(min(args.queries, len(users))):
                 start = time.perf_counter()
