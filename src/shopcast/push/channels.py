@@ -34,6 +34,7 @@ from shopcast.push.streams import StreamHub
 
 SIGNATURE_HEADER = "X-Shopcast-Signature"
 DELIVERY_HEADER = "X-Shopcast-Delivery"
+NO_STREAM = "no live stream"  # a live retry: no stream of the user in this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ class LiveChannel:
             return Sent()
         if now >= claim.message.created_at + self.settings.live_ttl:
             return Dead("expired: no live stream of the user within push.live_ttl")
-        return Retry(now + self.settings.live_retry_s, "no live stream")
+        return Retry(now + self.settings.live_retry_s, NO_STREAM)
 
 
 class WebhookChannel:

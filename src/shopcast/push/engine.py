@@ -31,7 +31,15 @@ from shopcast.config import PushSettings, PushTriggerSettings, Settings
 from shopcast.domain import Event, EventType, Item, User
 from shopcast.errors import FieldError, NotFoundError, ValidationError
 from shopcast.push.attribution import DEFERRED, SENT, Attribution
-from shopcast.push.channels import Channel, Dead, LiveChannel, Retry, Sent, WebhookChannel
+from shopcast.push.channels import (
+    NO_STREAM,
+    Channel,
+    Dead,
+    LiveChannel,
+    Retry,
+    Sent,
+    WebhookChannel,
+)
 from shopcast.push.items import EngineItems, ItemInfo, ItemSource
 from shopcast.push.messages import (
     LIVE,
@@ -52,6 +60,7 @@ from shopcast.push.triggers import TRIGGERS, ItemChange, Promotion, TriggerConte
 if TYPE_CHECKING:
     import httpx
 
+    from shopcast.push.fanout import LiveFanout
     from shopcast.serving.engine import Engine
     from shopcast.storage import Store
 
@@ -103,6 +112,7 @@ class PushEngine:
         clock: Callable[[], float] = time.time,
         hub: StreamHub | None = None,
         webhook: Channel | None = None,
+        fanout: LiveFanout | None = None,
     ) -> None:
         self.outbox = outbox
         self.state = state
@@ -111,6 +121,7 @@ class PushEngine:
         self.users = users
         self.clock = clock
         self.hub = hub
+        self.fanout = fanout  # Redis wake-ups of the process holding a user's stream
         self.views = ViewTracker()
         self._lock = threading.RLock()
         self.config = self._with_overrides(settings.push)
@@ -154,9 +165,20 @@ class PushEngine:
             clock=clock or engine.clock,
             hub=hub,
             webhook=webhook,
+            fanout=cls._fanout_of(engine),
         )
         push.seed_items(list(store.items.scan()))
         return push
+
+    @staticmethod
+    def _fanout_of(engine: Engine) -> LiveFanout | None:
+        """The live fan-out over the engine's shared state (``state.url = redis://``)."""
+        conn = getattr(getattr(engine, "online", None), "conn", None)
+        if conn is None:
+            return None
+        from shopcast.push.fanout import LiveFanout
+
+        return LiveFanout(conn)
 
     # -- configuration ------------------------------------------------------------------
 
@@ -377,10 +399,14 @@ class PushEngine:
     # -- delivery ------------------------------------------------------------------------
 
     def _deliver_live(self, verdicts: Sequence[Verdict], now: float) -> None:
-        if LIVE not in self.channels:
-            return
         users = {v.candidate.user_id for v in verdicts if v.outcome == SENT and LIVE in v.channels}
-        for user_id in users:
+        if not users:
+            return
+        if LIVE not in self.channels:  # a worker: the API process holding the stream sends
+            if self.fanout is not None:
+                self.fanout.notify(users)
+            return
+        for user_id in sorted(users):
             self.deliver(now, channel=LIVE, user_id=user_id)
 
     def deliver(
@@ -390,17 +416,24 @@ class PushEngine:
         channel: str | None = None,
         user_id: str | None = None,
         limit: int = 200,
+        due_by: float | None = None,
     ) -> DeliveryReport:
-        """Send the due deliveries of the channels this process has (all, or one)."""
+        """Send the due deliveries of the channels this process has (all, or one);
+        ``due_by`` (default ``now``) also takes those due until then."""
         now = self.clock() if now is None else now
         report = DeliveryReport()
         names = [channel] if channel is not None else list(self.channels)
+        elsewhere: set[str] = set()  # live pushes whose user has no stream here
         for name in names:
             ch = self.channels.get(name)
             if ch is None:
                 continue
             for claim in self.outbox.claim(
-                now, limit=limit, lease_s=self.config.lease_s, channel=name, user_id=user_id
+                now if due_by is None else due_by,
+                limit=limit,
+                lease_s=self.config.lease_s,
+                channel=name,
+                user_id=user_id,
             ):
                 try:
                     outcome = ch.deliver(claim, now)
@@ -416,22 +449,36 @@ class PushEngine:
                     self.outbox.fail(
                         d.delivery_id, now=now, error=outcome.error, retry_at=outcome.at
                     )
+                    if outcome.error == NO_STREAM:
+                        elsewhere.add(claim.message.user_id)
                     report.retried += 1
                     report.errors.append(outcome.error)
                 elif isinstance(outcome, Dead):
                     self.outbox.fail(d.delivery_id, now=now, error=outcome.error, retry_at=None)
                     report.dead += 1
                     report.errors.append(outcome.error)
+        if elsewhere and self.fanout is not None:  # leases released: another process may
+            self.fanout.notify(elsewhere)  # hold the stream (push.fanout)
         return report
 
     def connected(self, user_id: str) -> DeliveryReport:
         """A live stream of the user opened: send its pending live pushes now (those
         waiting for a stream are retried every ``live_retry_s``; this looks that far
-        ahead, so none waits for its next retry)."""
+        ahead, plus a second of clock skew between hosts, so none waits for its next
+        retry)."""
         if LIVE not in self.channels:
             return DeliveryReport()
-        ahead = self.clock() + self.config.live_retry_s
-        return self.deliver(ahead, channel=LIVE, user_id=user_id)
+        now = self.clock()
+        return self.deliver(
+            now, channel=LIVE, user_id=user_id, due_by=now + self.config.live_retry_s + 1.0
+        )
+
+    def wake(self, user_id: str) -> DeliveryReport:
+        """A wake-up from another process (``push.fanout``): when this process holds a
+        stream of the user, claim and send the user's pending live pushes now."""
+        if self.hub is None or not self.hub.subscribers(user_id):
+            return DeliveryReport()
+        return self.connected(user_id)
 
     # -- feedback and reads -------------------------------------------------------------------
 

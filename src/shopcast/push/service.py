@@ -1,8 +1,10 @@
 """The push engine inside the API process: one ``PushEngine`` per open tenant (each
 listening to its serving engine), one ``StreamHub`` for the live streams, and the
-scheduler task. Also registers the erasure hooks (``privacy.erasure``): erasing a user
-removes their outbox messages and deliveries (``push_outbox``) and their decisions,
-feedback, timers and interest rows (``push_history``).
+scheduler task; with Redis state a ``push.fanout`` listener per tenant (live pushes
+decided by other processes reach this process's streams at once). Also registers
+the erasure hooks (``privacy.erasure``): erasing a user removes their outbox messages
+and deliveries (``push_outbox``) and their decisions, feedback, timers and interest
+rows (``push_history``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from shopcast.config import Settings
 from shopcast.push import scheduler
 from shopcast.push.attribution import Attribution
 from shopcast.push.engine import PushEngine, push_urls
+from shopcast.push.fanout import FanoutListener
 from shopcast.push.messages import LIVE
 from shopcast.push.outbox import open_outbox
 from shopcast.push.state import PushState
@@ -48,6 +51,7 @@ class PushService:
         self.webhook_client = webhook_client
         self._engines: dict[str, PushEngine] = {}
         self._stores: dict[str, Store] = {}
+        self._listeners: dict[str, FanoutListener] = {}  # live wake-ups per tenant (Redis)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -72,6 +76,8 @@ class PushService:
             )
             if tenant.settings.push.in_process:
                 tenant.engine.listeners.append(push)
+            if push.fanout is not None:  # streams on this process, pushes decided anywhere
+                self._listeners[tenant.name] = FanoutListener(push.fanout, push.wake).start()
             self._engines[tenant.name] = push
             self._stores[tenant.name] = tenant.store
             _BY_STORE[id(tenant.store)] = push
@@ -104,6 +110,9 @@ class PushService:
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        for listener in self._listeners.values():
+            listener.stop()
+        self._listeners.clear()
         with _LOCK:
             for name, push in self._engines.items():
                 _BY_STORE.pop(id(self._stores[name]), None)
