@@ -627,6 +627,15 @@ class PushSettings(BaseModel):
     max_attempts: int = Field(8, ge=1, le=100, description="Then the dead-letter list")
     lease_s: float = Field(30.0, gt=0, description="A claimed delivery is reclaimable after")
     heartbeat_s: float = Field(15.0, gt=0, description="SSE comment heartbeat period")
+    stream_token_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="HMAC key of stream tokens (?token=); None: a random one in "
+        "stream-token.key beside auth.keys_path (set it when API hosts differ)",
+    )
+    stream_token_ttl_s: float = Field(
+        600.0, gt=0, le=86400, description="Lifetime of a stream token (checked on connect)"
+    )
     retention_days: float = Field(
         90.0, gt=0, description="Finished pushes, the journal and interest are deleted after"
     )

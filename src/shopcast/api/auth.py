@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -38,6 +39,7 @@ from shopcast.privacy.apikeys import Scope as KeyScope
 from shopcast.privacy.crypto import open_private_store
 from shopcast.privacy.pseudonym import Pseudonymizer
 from shopcast.privacy.tenants import DEFAULT_TENANT, tenant_settings
+from shopcast.push.tokens import StreamGrant, stream_tokens
 from shopcast.serving.engine import Engine
 from shopcast.storage import Store
 
@@ -45,6 +47,8 @@ DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.jso
 OPEN_PATHS = frozenset({"/v1/health", "/dashboard", "/dashboard/", "/demo/shop"})
 #: The web UI's static assets (no data in them; the pages call the API with a key).
 OPEN_PREFIXES = ("/ui/static/",)
+#: A user's live stream, which also opens with ``?token=`` (``shopcast.push.tokens``).
+STREAM_PATH = re.compile(r"^/v1/users/(?P<user>[^/]+)/stream(/ws)?/?$")
 _READ = frozenset({"GET", "HEAD"})
 #: (methods or None for all, path pattern, scope), first match wins.
 RULES: tuple[tuple[frozenset[str] | None, re.Pattern[str], KeyScope], ...] = (
@@ -53,6 +57,7 @@ RULES: tuple[tuple[frozenset[str] | None, re.Pattern[str], KeyScope], ...] = (
     (None, re.compile(r"^/v1/push/(triggers|promotions|deliveries|dead-letters)"), "admin"),
     (_READ, re.compile(r"^/v1/users/[^/]+/push/?$"), "admin"),
     (frozenset({"POST"}), re.compile(r"^/v1/cart/recommendations/?$"), "read"),
+    (frozenset({"POST"}), re.compile(r"^/v1/users/[^/]+/stream-token/?$"), "read"),
     (None, re.compile(r"^/v1/(models|privacy|keys|admin|target|experiments)"), "admin"),
     (_READ, re.compile(r"^/v1/users/[^/]+/?$"), "admin"),
     (_READ, re.compile(r"^/v1/users/[^/]+/profile/?$"), "admin"),
@@ -198,16 +203,33 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            key = self._authorize(scope)
+            grant = self._stream_grant(scope)  # a browser's stream: ?token=, no key
+            key = None if grant is not None else self._authorize(scope)
         except AuthError as exc:
             await _refuse(exc, scope, receive, send)
             return
-        if key is not None:
-            scope["state"] = {**(scope.get("state") or {}), "shopcast_tenant": key.tenant}
+        tenant = grant.tenant if grant is not None else key.tenant if key is not None else None
+        if tenant is not None:
+            scope["state"] = {**(scope.get("state") or {}), "shopcast_tenant": tenant}
             pool: TenantPool | None = getattr(scope["app"].state, "tenants", None)
             if pool is not None:
-                await pool.ensure(key.tenant)
+                await pool.ensure(tenant)
         await self.app(scope, receive, send)
+
+    def _stream_grant(self, scope: Scope) -> StreamGrant | None:
+        """The grant of a stream token (``GET /v1/users/{id}/stream?token=``), if any."""
+        if scope["method"] not in _READ:
+            return None
+        match = STREAM_PATH.match(scope["path"])
+        if match is None:
+            return None
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        token = query.get("token")
+        if not token:
+            return None
+        return stream_tokens(scope["app"].state, self.settings).verify(
+            token, unquote(match["user"])
+        )
 
     def _authorize(self, scope: Scope) -> ApiKey | None:
         needed = required_scope(

@@ -37,13 +37,36 @@ class RedactUserIds(logging.Filter):
         return True
 
 
+_SECRET_QUERY = re.compile(r"(\b(?:token|key)=)[^&#\s]*")
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with ``token=`` (stream tokens) and ``key=`` (API keys of WebSockets)
+    query values replaced."""
+    return _SECRET_QUERY.sub(r"\1" + REDACTED, text)
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record so no stream token or API key in a query string is logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_secrets(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_secrets(record.msg)
+        return True
+
+
 def log_config(settings: Settings) -> dict[str, Any]:
-    """uvicorn's logging configuration, with ``RedactUserIds`` on the access log when
-    user ids are pseudonymized."""
+    """uvicorn's logging configuration: ``RedactSecrets`` on the access log always,
+    ``RedactUserIds`` too when user ids are pseudonymized."""
     from uvicorn.config import LOGGING_CONFIG
 
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    filters = config.setdefault("filters", {})
+    filters["redact_secrets"] = {"()": RedactSecrets}
+    config["handlers"]["access"]["filters"] = ["redact_secrets"]
     if settings.privacy.pseudonymize:
-        config.setdefault("filters", {})["redact_user_ids"] = {"()": RedactUserIds}
-        config["handlers"]["access"]["filters"] = ["redact_user_ids"]
+        filters["redact_user_ids"] = {"()": RedactUserIds}
+        config["handlers"]["access"]["filters"].append("redact_user_ids")
     return config

@@ -12,6 +12,9 @@ Live stream of a user's pushes:
   ``/v1/users/{id}/stream/ws``: each push is a text frame ``{"event": "push", "data":
   {...}}`` (the same object), heartbeats ``{"event": "heartbeat"}``. With auth on, a
   WebSocket sends its key as a header or as ``?key=`` (browsers cannot set headers).
+- ``POST /v1/users/{id}/stream-token`` (``read`` scope): a signed token for that
+  user's stream in the caller's tenant, valid ``push.stream_token_ttl_s``; the SSE and
+  WebSocket streams accept ``?token=`` instead of a key (``shopcast.push.tokens``).
 
 On connect, pushes decided while the user had no stream (up to ``push.live_ttl`` old)
 are sent first.
@@ -23,6 +26,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
@@ -30,10 +34,11 @@ from fastapi.responses import StreamingResponse
 
 from shopcast.api.auth import TenantPool
 from shopcast.api.routes._common import json_body, tenant_of, user_key
-from shopcast.errors import FieldError, NotFoundError, ValidationError
+from shopcast.errors import AuthError, FieldError, NotFoundError, ValidationError
 from shopcast.push.engine import PushEngine
-from shopcast.push.messages import DeliveryStatus, PushMessage
+from shopcast.push.messages import DeliveryStatus, PushMessage, iso
 from shopcast.push.service import PushService
+from shopcast.push.tokens import stream_tokens
 
 router = APIRouter(tags=["push"])
 
@@ -96,15 +101,24 @@ async def _socket(websocket: WebSocket, user_id: str) -> None:
     if settings.auth.enabled:
         from shopcast.privacy.apikeys import KeyStore
 
-        token = websocket.headers.get("x-api-key") or websocket.query_params.get("key")
-        auth = websocket.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            token = auth[7:].strip()
-        key = KeyStore(settings.auth.keys_path).verify(token) if token else None
-        if key is None or not key.allows("read"):
-            await websocket.close(code=4401)
-            return
-        tenant_name = key.tenant
+        stream_token = websocket.query_params.get("token")
+        if stream_token:  # a signed stream token (POST /v1/users/{id}/stream-token)
+            try:
+                grant = stream_tokens(websocket.app.state, settings).verify(stream_token, user_id)
+            except AuthError:
+                await websocket.close(code=4401)
+                return
+            tenant_name = grant.tenant
+        else:
+            token = websocket.headers.get("x-api-key") or websocket.query_params.get("key")
+            auth = websocket.headers.get("authorization", "")
+            if auth.lower().startswith("bearer "):
+                token = auth[7:].strip()
+            key = KeyStore(settings.auth.keys_path).verify(token) if token else None
+            if key is None or not key.allows("read"):
+                await websocket.close(code=4401)
+                return
+            tenant_name = key.tenant
     pool: TenantPool = websocket.app.state.tenants
     tenant = await pool.ensure(tenant_name)
     push = service.get(tenant) if service is not None else None
@@ -141,6 +155,24 @@ async def stream_socket(websocket: WebSocket, user_id: str) -> None:
 @router.websocket("/v1/users/{user_id}/stream/ws")
 async def stream_socket_ws(websocket: WebSocket, user_id: str) -> None:
     await _socket(websocket, user_id)
+
+
+@router.post("/v1/users/{user_id}/stream-token", responses={422: {}})
+async def stream_token(request: Request, user_id: str) -> dict[str, Any]:
+    """A short-lived signed token for this user's live stream in the caller's tenant
+    (``GET /v1/users/{id}/stream?token=…``: a browser's EventSource sends no key).
+    Needs the ``read`` scope; expires after ``push.stream_token_ttl_s``."""
+    push_of(request)  # 404 when push is off
+    user_key(request, user_id)  # 422 for an invalid id
+    tokens = stream_tokens(request.app.state, request.app.state.settings)
+    token, expires = tokens.issue(tenant_of(request).name, user_id)
+    path = f"/v1/users/{quote(user_id, safe='')}/stream"
+    return {
+        "token": token,
+        "expires_at": iso(expires),
+        "expires_in": int(tokens.ttl_s),
+        "stream_url": f"{path}?token={token}",
+    }
 
 
 @router.get("/v1/users/{user_id}/push")
