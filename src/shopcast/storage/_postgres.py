@@ -107,8 +107,12 @@ class PgDatabase:
             name="shopcast",
             open=False,
         )
-        with self.errors_of(self.conninfo):
-            self._pool.open(wait=True, timeout=float(CONNECT_TIMEOUT_S))
+        try:
+            with self.errors_of(self.conninfo):
+                self._pool.open(wait=True, timeout=float(CONNECT_TIMEOUT_S))
+        except BaseException:
+            self._pool.close()  # no reconnecting in the background for a store never opened
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
