@@ -143,6 +143,45 @@ def test_db_upgrade_command(postgres_url: str) -> None:
     assert again.exit_code == 0 and f"{HEAD} (up to date)" in again.output
     sqlite = runner.invoke(app, ["db", "upgrade", "--db", "sqlite:///x.db"])
     assert sqlite.exit_code == 0 and "migrates itself" in sqlite.output
+    down = runner.invoke(app, ["db", "upgrade", "--db", "postgresql://postgres@127.0.0.1:1/x"])
+    assert down.exit_code == 2 and "unavailable" in down.output
+
+
+def test_a_reader_catching_up_by_seq_misses_nothing_while_writers_append(store: Store) -> None:
+    """Appends are serialized (table lock), so seq grows in commit order: a reader that asks
+    for everything after the last seq it saw never skips an event committed later with a
+    smaller seq."""
+    done = threading.Event()
+    seen: list[str] = []
+
+    def write(w: int) -> None:
+        for n in range(40):
+            batch = [
+                Event(event_id=f"w{w}-{n}-{j}", type="view", user_id=f"u{w}", item_id="i1")
+                for j in range(3)
+            ]
+            store.events.append(batch)
+
+    def read() -> None:
+        last = 0
+        while True:
+            finished = done.is_set()
+            for seq, event in store.events.scan(after_seq=last):
+                seen.append(str(event.event_id))
+                last = max(last, seq)
+            if finished:
+                return
+
+    reader = threading.Thread(target=read)
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    reader.start()
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    reader.join()
+    assert len(seen) == len(set(seen)) == 4 * 40 * 3
 
 
 # --- COPY and frames ----------------------------------------------------------------------

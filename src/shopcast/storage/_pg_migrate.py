@@ -47,8 +47,7 @@ def upgrade(conninfo: str, target: str = "head") -> tuple[str | None, str]:
     """Run the pending migrations up to ``target`` in one transaction; returns
     (before, after)."""
     import sqlalchemy
-    from alembic import command
-    from alembic.config import Config
+    import sqlalchemy.exc
     from sqlalchemy.pool import NullPool
 
     engine = sqlalchemy.create_engine(
@@ -57,19 +56,30 @@ def upgrade(conninfo: str, target: str = "head") -> tuple[str | None, str]:
         poolclass=NullPool,
     )
     try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(_LOCK)  # released at commit
-            before = revision(connection.connection.driver_connection)
-            if before is not None and before not in REVISIONS:
-                raise StorageError(
-                    f"the PostgreSQL schema is at revision {before!r}, which this shopcast "
-                    f"does not know (newest known: {HEAD}); upgrade shopcast"
-                )
-            config = Config()
-            config.set_main_option("script_location", str(SCRIPT_LOCATION))
-            config.attributes["connection"] = connection
-            command.upgrade(config, target)
-            after = revision(connection.connection.driver_connection)
+        return _upgrade(engine, target)
+    except sqlalchemy.exc.DBAPIError as exc:  # psycopg's own error, for errors_of to map
+        if isinstance(exc.orig, psycopg.Error):
+            raise exc.orig from None
+        raise
     finally:
         engine.dispose()
+
+
+def _upgrade(engine: Any, target: str) -> tuple[str | None, str]:
+    from alembic import command
+    from alembic.config import Config
+
+    with engine.begin() as connection:
+        connection.exec_driver_sql(_LOCK)  # released at commit
+        before = revision(connection.connection.driver_connection)
+        if before is not None and before not in REVISIONS:
+            raise StorageError(
+                f"the PostgreSQL schema is at revision {before!r}, which this shopcast "
+                f"does not know (newest known: {HEAD}); upgrade shopcast"
+            )
+        config = Config()
+        config.set_main_option("script_location", str(SCRIPT_LOCATION))
+        config.attributes["connection"] = connection
+        command.upgrade(config, target)
+        after = revision(connection.connection.driver_connection)
     return before, after or HEAD
