@@ -622,6 +622,12 @@ class PushSettings(BaseModel):
     live_ttl: Duration = Field(600.0, description="A live push waits this long for a stream")
     live_retry_s: float = Field(2.0, gt=0)
     webhooks: list[WebhookEndpointSettings] = Field(default_factory=list)
+    webhook_concurrency: int = Field(
+        8, ge=1, le=256, description="Webhook requests in flight at once (all endpoints)"
+    )
+    webhook_per_endpoint: int = Field(
+        4, ge=1, le=256, description="Webhook requests in flight at once per endpoint"
+    )
     retry_base_s: float = Field(5.0, gt=0, description="Webhook backoff: base * 2^(attempt-1)")
     retry_max_s: float = Field(3600.0, gt=0)
     max_attempts: int = Field(8, ge=1, le=100, description="Then the dead-letter list")

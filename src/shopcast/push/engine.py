@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,14 +36,17 @@ from shopcast.push.channels import (
     Channel,
     Dead,
     LiveChannel,
+    Outcome,
     Retry,
     Sent,
     WebhookChannel,
 )
+from shopcast.push.dispatch import Dispatcher
 from shopcast.push.items import EngineItems, ItemInfo, ItemSource
 from shopcast.push.messages import (
     LIVE,
     WEBHOOK,
+    Claim,
     Delivery,
     DeliveryStatus,
     PushItem,
@@ -133,6 +136,9 @@ class PushEngine:
             self.channels[WEBHOOK] = webhook
         elif self.config.webhooks:
             self.channels[WEBHOOK] = WebhookChannel(self.config)
+        self.dispatcher = Dispatcher(
+            self.config.webhook_concurrency, self.config.webhook_per_endpoint
+        )
         self._arm_promotions()
 
     @classmethod
@@ -428,18 +434,16 @@ class PushEngine:
             ch = self.channels.get(name)
             if ch is None:
                 continue
-            for claim in self.outbox.claim(
+            claims = self.outbox.claim(
                 now if due_by is None else due_by,
                 limit=limit,
                 lease_s=self.config.lease_s,
                 channel=name,
                 user_id=user_id,
-            ):
-                try:
-                    outcome = ch.deliver(claim, now)
-                except Exception as exc:  # a channel bug: retry later, never lose it
-                    log.exception("push channel %s failed", name)
-                    outcome = Retry(now + self.config.retry_base_s, f"{type(exc).__name__}")
+            )
+            for claim, outcome in self._send(name, ch, claims, now):
+                if outcome is None:  # its lease ran out before its turn: left to the next claim
+                    continue
                 d = claim.delivery
                 if isinstance(outcome, Sent):
                     if self.outbox.ack(d.delivery_id, now=now):
@@ -460,6 +464,27 @@ class PushEngine:
         if elsewhere and self.fanout is not None:  # leases released: another process may
             self.fanout.notify(elsewhere)  # hold the stream (push.fanout)
         return report
+
+    def _send(
+        self, name: str, ch: Channel, claims: Sequence[Claim], now: float
+    ) -> Iterable[tuple[Claim, Outcome | None]]:
+        """Each claim with its outcome, as the sends finish: webhooks concurrently
+        (``push.dispatch``: bounded, per endpoint lanes), other channels in order.
+        None: the claim's lease ran out before it was sent (nothing was sent)."""
+        started = time.monotonic()
+
+        def one(claim: Claim) -> Outcome | None:
+            if now + (time.monotonic() - started) >= claim.lease_until:
+                return None  # another deliverer may hold it now: never send it twice
+            try:
+                return ch.deliver(claim, now)
+            except Exception as exc:  # a channel bug: retry later, never lose it
+                log.exception("push channel %s failed", name)
+                return Retry(now + self.config.retry_base_s, f"{type(exc).__name__}")
+
+        if name == WEBHOOK and len(claims) > 1:
+            return self.dispatcher.run(claims, one, key=lambda c: c.delivery.target)
+        return ((c, one(c)) for c in claims)
 
     def connected(self, user_id: str) -> DeliveryReport:
         """A live stream of the user opened: send its pending live pushes now (those
@@ -534,6 +559,7 @@ class PushEngine:
             }
 
     def close(self) -> None:
+        self.dispatcher.close()
         for ch in self.channels.values():
             close = getattr(ch, "close", None)
             if close is not None:
