@@ -340,6 +340,7 @@ def test_evaluate_job_without_the_dataset_fails_naming_it(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.dataset
+@pytest.mark.timeout(1800)
 def test_evaluate_job_writes_a_report_the_models_panel_lists(
     settings: Settings, data_path: Path
 ) -> None:

@@ -264,19 +264,23 @@ def _title(catalog: dict[str, Item], item_id: str) -> str | None:
 
 # -- catalog browsing (storefront) -------------------------------------------------------
 
-_catalog_cache: dict[int, tuple[int, dict[str, Item]]] = {}
-
 
 def _catalog(request: Request) -> dict[str, Item]:
-    """The tenant's catalog by id, cached until the engine's catalog changes."""
+    """The tenant's catalog by id, cached until its engine's catalog changes (another
+    ``CatalogIndex`` after a model swap, or a new revision after an upsert/delete)."""
     engine = engine_of(request)
-    key, revision = id(engine.catalog), engine.catalog.revision
-    cached = _catalog_cache.get(key)
-    if cached is not None and cached[0] == revision:
-        return cached[1]
+    index, revision = engine.catalog, engine.catalog.revision
+    with _state_lock:
+        caches: dict[str, tuple[Any, int, dict[str, Item]]] = (
+            getattr(request.app.state, "shop_catalogs", None) or {}
+        )
+        request.app.state.shop_catalogs = caches
+        cached = caches.get(tenant_name(request.scope))
+    if cached is not None and cached[0] is index and cached[1] == revision:
+        return cached[2]
     items = {item.item_id: item for item in store_of(request).items.scan()}
-    _catalog_cache.clear()  # one catalog per process is the common case; keep it small
-    _catalog_cache[key] = (revision, items)
+    with _state_lock:
+        caches[tenant_name(request.scope)] = (index, revision, items)
     return items
 
 
