@@ -357,3 +357,35 @@ def test_evaluate_job_writes_a_report_the_models_panel_lists(
     (report,) = listed["reports"]
     assert report["file"] == "q1-quick.json" and "RMSE" in report["columns"]
     assert report["rows"]
+
+
+def test_tenants_see_only_their_own_catalog_stats_and_jobs(tmp_path: Path) -> None:
+    from shopcast.api import create_app
+    from shopcast.privacy.apikeys import KeyStore
+
+    settings = Settings(
+        environment="test",
+        database_url=f"sqlite:///{tmp_path / 'shop.db'}",
+        model_dir=tmp_path / "models",
+        auth={"enabled": True, "keys_path": tmp_path / "keys.db"},
+    )
+    keys = KeyStore(settings.auth.keys_path)
+    a = {"X-API-Key": keys.create(["admin"], tenant="shop-a")[1]}
+    b = {"X-API-Key": keys.create(["admin"], tenant="shop-b")[1]}
+    keys.close()
+    with TestClient(create_app(settings)) as c:
+        item = {"item_id": "a-1", "title": "Only in A", "category": ["A"]}
+        assert c.put("/v1/items/a-1", json=item, headers=a).status_code == 200
+        event = _now_events("ua", ["a-1"], ["view"])
+        assert c.post("/v1/events", json=event, headers=a).status_code == 202
+        assert c.get("/v1/shop/items", headers=a).json()["total"] == 1
+        assert c.get("/v1/shop/items", headers=b).json()["total"] == 0
+        assert c.get("/v1/shop/categories", headers=b).json()["categories"] == []
+        assert c.get("/v1/dashboard/overview", headers=a).json()["total_events"] == 1
+        assert c.get("/v1/dashboard/overview", headers=b).json()["total_events"] == 0
+        job = {"kind": "import", "params": {"source": "no-such-set"}}
+        job_id = c.post("/v1/jobs", json=job, headers=a).json()["job_id"]
+        assert [j["job_id"] for j in c.get("/v1/jobs", headers=a).json()["jobs"]] == [job_id]
+        assert c.get("/v1/jobs", headers=b).json()["jobs"] == []
+        assert c.get(f"/v1/jobs/{job_id}", headers=b).status_code == 404
+        assert c.get("/v1/admin/users/ua/session", headers=b).json()["events"] == []
