@@ -389,3 +389,19 @@ def test_tenants_see_only_their_own_catalog_stats_and_jobs(tmp_path: Path) -> No
         assert c.get("/v1/jobs", headers=b).json()["jobs"] == []
         assert c.get(f"/v1/jobs/{job_id}", headers=b).status_code == 404
         assert c.get("/v1/admin/users/ua/session", headers=b).json()["events"] == []
+
+
+def test_daily_chart_breaks_its_lines_over_days_without_events(settings: Settings) -> None:
+    from shopcast.api import create_app
+
+    day = 86_400.0
+    with TestClient(create_app(settings)) as c:
+        events = [
+            {"type": "view", "user_id": "u1", "item_id": "i1", "timestamp": 1_780_000_000 + k * day}
+            for k in (0, 1, 10)
+        ]
+        assert c.post("/v1/events", json=events).status_code == 202
+        svg = c.get("/v1/dashboard/charts/daily.svg").text
+    # conversion (no impressions: no CTR): a line over days 0-1, then day 10 alone, a dot
+    assert svg.count("<polyline") == 1 and svg.count("<circle") == 1
+    assert "…" in svg

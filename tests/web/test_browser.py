@@ -261,6 +261,7 @@ def test_dashboard_panels(live_server: Server, page_factory: Any) -> None:
     page.goto(f"{live_server.url}/dashboard")
     page.wait_for_selector("[data-testid=kpi-total]")
     page.wait_for_selector("[data-chart] svg >> nth=3")  # all four charts
+    page.wait_for_selector("[data-testid=online-metrics] table, [data-testid=online-metrics] .na")
     total = page.inner_text("[data-testid=kpi-total] .v").replace(",", "")
     assert int(total) > 0
     shot(page, "dashboard-overview-1280")

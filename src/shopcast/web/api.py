@@ -137,10 +137,23 @@ def _chart(request: Request, name: str, width: int) -> str:
             empty="no events in the last hour",
             width=width,
         )
-    days = stats.daily()
+    ctr: list[float | None] = []
+    conversion: list[float | None] = []
+    labels: list[str] = []
+    previous: float | None = None
+    for d in stats.daily():
+        day = time.mktime(time.strptime(d["day"], "%Y-%m-%d"))
+        if previous is not None and day - previous > 1.5 * 86_400:  # days without events
+            ctr.append(None)  # a break in the lines, not a slope across the gap
+            conversion.append(None)
+            labels.append("…")
+        previous = day
+        ctr.append(d["ctr"])
+        conversion.append(d["conversion"])
+        labels.append(d["day"][5:])
     return line_chart(
-        {"CTR": [d["ctr"] for d in days], "conversion": [d["conversion"] for d in days]},
-        [d["day"][5:] for d in days],
+        {"CTR": ctr, "conversion": conversion},
+        labels,
         title="Click-through and conversion per day (last 30 days with events)",
         percent=True,
         width=width,
