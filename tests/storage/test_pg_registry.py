@@ -276,3 +276,61 @@ def test_save_bundle_without_promotion_is_registered(
     assert registry.current() == current
     assert bundle.version in {v.version for v in registry.versions()}
     assert sql(trained.database_url, "SELECT count(*) FROM model_versions") == [(3,)]
+
+
+# --- tenants: a schema each ---------------------------------------------------------------
+
+
+def test_schema_parameter_and_tenant_urls() -> None:
+    from shopcast.errors import StorageError
+    from shopcast.storage._postgres import tenant_url, url_schema
+
+    conninfo, _ = split_url("postgresql://h/db?schema=shop_eu&pool_max_size=2")
+    assert conninfo == "postgresql://h/db?options=-csearch_path%3Dshop_eu"
+    conninfo, _ = split_url("postgresql://h/db?options=-cwork_mem%3D8MB&schema=s1")
+    assert conninfo == "postgresql://h/db?options=-cwork_mem%3D8MB%20-csearch_path%3Ds1"
+    assert url_schema("postgresql://h/db") is None
+    for bad in ("Shop", "a b", "x" * 64, 'q"uote'):
+        with pytest.raises(StorageError):
+            url_schema(f"postgresql://h/db?schema={bad}")
+    assert url_schema(tenant_url("postgresql://h/db?schema=shop", "eu-1")) == "shop_eu-1"
+    from_options = tenant_url("postgresql://h/db?options=-csearch_path%3Dsctest_1", "acme")
+    assert url_schema(from_options) == "sctest_1_acme"
+    assert url_schema(tenant_url("postgresql://h/db", "acme")) == "shopcast_acme"
+    with pytest.raises(StorageError):
+        tenant_url("postgresql://h/db?schema=" + "s" * 60, "tenant")
+
+
+def test_tenants_on_postgresql_get_a_schema_each(postgres_url: str, tmp_path: Path) -> None:
+    from shopcast.privacy.apikeys import KeyStore
+    from shopcast.privacy.tenants import tenant_settings
+    from shopcast.storage._postgres import url_schema
+
+    settings = Settings(
+        environment="test",
+        database_url=postgres_url,
+        model_dir=tmp_path / "models",
+        auth={"enabled": True, "keys_path": tmp_path / "keys.db"},
+    )
+    schemas = [url_schema(tenant_settings(settings, t).database_url) for t in ("shop-a", "shop-b")]
+    keys = KeyStore(settings.auth.keys_path)
+    try:
+        a = {"Authorization": f"Bearer {keys.create(['admin'], tenant='shop-a')[1]}"}
+        b = {"Authorization": f"Bearer {keys.create(['admin'], tenant='shop-b')[1]}"}
+        with TestClient(create_app(settings)) as c:
+            assert c.put("/v1/items/a-tent", json={"title": "Tent"}, headers=a).status_code == 200
+            event = {"event_id": "a1", "type": "view", "user_id": "alice", "item_id": "a-tent"}
+            assert c.post("/v1/events", json=[event], headers=a).status_code == 202
+            assert c.get("/v1/items/a-tent", headers=a).status_code == 200
+            assert c.get("/v1/items/a-tent", headers=b).status_code == 404
+            assert c.get("/v1/trending", headers=b).json()["items"] == []
+        for schema, events in zip(schemas, (1, 0), strict=True):
+            found = sql(postgres_url, f'SELECT count(*) FROM "{schema}".events')
+            assert found == [(events,)]
+        assert sql(postgres_url, "SELECT count(*) FROM events") == [(0,)]  # the default's
+    finally:
+        keys.close()
+        conninfo, _ = split_url(postgres_url)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            for schema in schemas:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -70,12 +70,13 @@ def test_upgrade_from_empty_then_idempotent(postgres_url: str) -> None:
     expected = {"alembic_version", "events", "items", "users"}
     expected |= {"model_versions", "model_current", "model_history"}
     expected |= {"push_messages", "push_deliveries"}
-    assert _tables(postgres_url) == expected
+    created = _tables(postgres_url)
+    assert expected <= created  # (later revisions add more)
     assert upgrade(conninfo) == (HEAD, HEAD)  # nothing to do the second time
     store = open_store(postgres_url)  # opening an up-to-date schema changes nothing
     store.events.append([Event(event_id="a", type="view", user_id="u1", item_id="i1")])
     store.close()
-    assert _tables(postgres_url) == expected
+    assert _tables(postgres_url) == created
     with psycopg.connect(conninfo) as conn:
         assert revision(conn) == HEAD
 

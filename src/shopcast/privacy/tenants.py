@@ -3,7 +3,8 @@
 The ``default`` tenant uses ``database_url`` and ``model_dir`` as configured. Another
 tenant ``T`` uses, next to them, ``<dir>/tenants/T/<name>``: with the defaults
 ``shopcast-data/tenants/T/shopcast.db`` and ``shopcast-data/tenants/T/models``
-(``memory://`` becomes ``memory://T``). Tenant ids are short lower-case names, so they
+(``memory://`` becomes ``memory://T``; on PostgreSQL, schema ``<schema>_T`` of the same
+database). Tenant ids are short lower-case names, so they
 can never name a path outside ``tenants/``.
 """
 
@@ -46,8 +47,14 @@ def tenant_settings(settings: Settings, tenant: str) -> Settings:
     elif scheme == "sqlite":
         path = sqlite_path(url)  # a private in-memory database stays one
         new_url = url if path == ":memory:" else f"sqlite:///{_beside(Path(path), tenant)}"
+    elif scheme in ("postgresql", "postgres"):
+        from shopcast.storage._postgres import tenant_url
+
+        new_url = tenant_url(url, tenant)  # the same database, schema <schema>_<tenant>
     else:
-        raise StorageError(f"tenants need a sqlite:// or memory:// database_url, not {url!r}")
+        raise StorageError(
+            f"tenants need a sqlite://, memory:// or postgresql:// database_url, not {url!r}"
+        )
     from shopcast.online import with_namespace  # shared online state: a key prefix each
 
     state = settings.state.model_copy(update={"url": with_namespace(settings.state.url, tenant)})

@@ -8,10 +8,12 @@ lock per schema, so each migration runs once. ``shopcast db upgrade`` calls ``up
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.errors
 
 from shopcast.errors import StorageError
 
@@ -34,9 +36,18 @@ def revision(conn: Any) -> str | None:
     return None if found is None else str(found[0])
 
 
-def ensure_schema(conninfo: str) -> None:
-    """Bring the schema to ``HEAD``; refuse one written by a newer Shopcast."""
+def create_schema(conn: psycopg.Connection[Any], name: str) -> None:
+    """``CREATE SCHEMA IF NOT EXISTS`` (a concurrent creator winning the race is fine)."""
+    with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{name}"')
+
+
+def ensure_schema(conninfo: str, create: str | None = None) -> None:
+    """Bring the schema to ``HEAD`` (creating schema ``create`` first when given); refuse
+    one written by a newer Shopcast."""
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+        if create is not None:
+            create_schema(conn, create)
         current = revision(conn)
     if current == HEAD:
         return

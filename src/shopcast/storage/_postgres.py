@@ -12,17 +12,19 @@ reader catching up with ``after_seq`` never misses an event committed later with
 smaller ``seq``. Bulk appends (``append_frame``) stream CSV through ``COPY``.
 
 The schema is migrated by Alembic on open (``_pg_migrate``). Besides the URL's libpq
-parameters, the query may hold ``pool_min_size``, ``pool_max_size`` and
+parameters, the query may hold ``schema`` (the tables' schema, created when missing;
+tenants get ``<schema>_<tenant>``), ``pool_min_size``, ``pool_max_size`` and
 ``pool_timeout`` (seconds a caller waits for a connection before the 503).
 """
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import polars as pl
 import psycopg
@@ -50,6 +52,7 @@ _FRAME_CHUNK_BYTES = 32 << 20  # CSV bytes parsed into a frame at a time when re
 _KEYS_PER_QUERY = 5000  # keys per = ANY(...) in get_many
 _IDS_PER_LOOKUP = 100_000  # event ids per = ANY(...) when a bulk load skips known ones
 _DOCS_PER_PAGE = 1000  # records per query while a repository is scanned
+_SCHEMA_NAME = re.compile(r"^[a-z0-9_][a-z0-9_-]{0,62}$")
 _COLUMNS = ", ".join(EVENT_COLUMNS)
 _ONE_ROW = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
 _LOCK_EVENTS = "LOCK TABLE events IN EXCLUSIVE MODE"
@@ -60,24 +63,68 @@ R = TypeVar("R")
 
 
 def split_url(url: str) -> tuple[str, dict[str, float]]:
-    """The libpq connection string and the pool's settings taken out of the URL."""
+    """The libpq connection string and the pool's settings taken out of the URL.
+
+    ``schema=NAME`` becomes ``-csearch_path=NAME`` in libpq's ``options`` (the schema is
+    created on open when missing, see ``url_schema``)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise StorageError(f"bad PostgreSQL URL {url!r}; use postgresql://user@host:port/db")
     pool: dict[str, float] = dict(_POOL_PARAMS)
     kept = []
+    schema = url_schema(url)
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in pool:
             try:
                 pool[name] = float(value)
             except ValueError:
                 raise StorageError(f"PostgreSQL URL: {name}={value!r} is not a number") from None
-        else:
+        elif name == "options" and schema is not None:
+            kept.append((name, f"{value} -csearch_path={schema}"))
+            schema = None
+        elif name != "schema":
             kept.append((name, value))
-    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(kept)))
+    if schema is not None:
+        kept.append(("options", f"-csearch_path={schema}"))
+    conninfo = urlunsplit(
+        parts._replace(scheme="postgresql", query=urlencode(kept, quote_via=quote))
+    )
     if pool["pool_min_size"] < 1 or pool["pool_max_size"] < pool["pool_min_size"]:
         raise StorageError("PostgreSQL URL: need 1 <= pool_min_size <= pool_max_size")
     return conninfo, pool
+
+
+def url_schema(url: str) -> str | None:
+    """The ``schema=`` of a PostgreSQL URL (checked: lower-case letters, digits, ``_``,
+    ``-``; at most 63 characters), or None."""
+    found = [v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k == "schema"]
+    if not found:
+        return None
+    if len(found) > 1 or not _SCHEMA_NAME.match(found[-1]):
+        raise StorageError(
+            f"PostgreSQL URL: schema={found[-1]!r} must be 1-63 lower-case letters, digits, "
+            "'_' or '-' (once)"
+        )
+    return found[-1]
+
+
+def tenant_url(url: str, tenant: str) -> str:
+    """The URL of ``tenant``'s store: the same database, schema ``<schema>_<tenant>``, where
+    ``<schema>`` is the URL's ``schema=``, else the first of its ``-csearch_path``, else
+    ``shopcast``."""
+    base = url_schema(url)
+    if base is None:
+        options = " ".join(v for k, v in parse_qsl(urlsplit(url).query) if k == "options")
+        paths = [o.split("=", 1)[1] for o in options.split() if o.startswith("-csearch_path=")]
+        base = paths[-1].split(",")[0].strip() if paths else "shopcast"
+    name = f"{base}_{tenant}"
+    if not _SCHEMA_NAME.match(name):
+        raise StorageError(
+            f"tenant {tenant!r}: schema name {name!r} is not usable (at most 63 characters)"
+        )
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "schema"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("schema", name)], quote_via=quote)))
 
 
 def _redacted(conninfo: str) -> str:
@@ -96,7 +143,7 @@ class PgDatabase:
         self.conninfo, settings = split_url(url)
         self.name = _redacted(self.conninfo)
         with self.errors_of(self.conninfo):
-            ensure_schema(self.conninfo)
+            ensure_schema(self.conninfo, create=url_schema(url))
         self._pool = ConnectionPool(
             self.conninfo,
             min_size=int(settings["pool_min_size"]),

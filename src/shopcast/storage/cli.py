@@ -32,11 +32,18 @@ def upgrade(
         if scheme not in ("postgresql", "postgres"):
             console.print(f"{scheme}: the schema migrates itself on open; nothing to do")
             return
+        import psycopg
+
+        from shopcast.storage._pg_migrate import create_schema
         from shopcast.storage._pg_migrate import upgrade as run_upgrade
-        from shopcast.storage._postgres import PgDatabase, split_url
+        from shopcast.storage._postgres import PgDatabase, split_url, url_schema
 
         conninfo, _ = split_url(url)
         with PgDatabase.errors_of(conninfo):
+            schema = url_schema(url)
+            if schema is not None:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+                    create_schema(conn, schema)
             before, after = run_upgrade(conninfo)
     except ShopcastError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}")

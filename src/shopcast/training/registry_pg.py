@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from shopcast.storage._pg_migrate import ensure_schema
-from shopcast.storage._postgres import CONNECT_TIMEOUT_S, PgDatabase, split_url
+from shopcast.storage._postgres import CONNECT_TIMEOUT_S, PgDatabase, split_url, url_schema
 from shopcast.training.registry import PROMOTION_HOOKS, ModelInfo, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class PgModelRegistry(ModelRegistry):
         with _migrated_lock:
             if self.conninfo not in _migrated:
                 with PgDatabase.errors_of(self.conninfo):
-                    ensure_schema(self.conninfo)
+                    ensure_schema(self.conninfo, create=url_schema(database_url))
                 _migrated.add(self.conninfo)
 
     @contextmanager
