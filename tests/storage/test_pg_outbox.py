@@ -40,6 +40,7 @@ def test_a_postgresql_store_puts_the_push_outbox_beside_it() -> None:
     from shopcast.push.engine import push_urls
 
     url = "postgresql://postgres@127.0.0.1:5432/test"
-    assert push_urls(url, PushSettings()) == (url, "sqlite://:memory:")
+    # the trigger state and journal are in the same database (migration 0003)
+    assert push_urls(url, PushSettings()) == (url, url)
     other = Settings(push={"outbox_url": "postgresql://h/db"}).push
-    assert push_urls("sqlite:///x.db", other) == ("postgresql://h/db", "sqlite://:memory:")
+    assert push_urls("sqlite:///x.db", other) == ("postgresql://h/db", "postgresql://h/db")

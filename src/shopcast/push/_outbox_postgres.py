@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from shopcast.push._outbox_sqlite import _DELIVERY_COLUMNS, _MESSAGE_COLUMNS, _delivery, _message
+from shopcast.push._pg import PgPushDatabase
 from shopcast.push.messages import Claim, Delivery, DeliveryStatus, PushMessage
 from shopcast.storage._postgres import PgDatabase
 
@@ -29,8 +30,9 @@ _MESSAGE_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 class PostgresOutbox:
     """``Outbox`` in PostgreSQL, sharing the store's database (and schema) by URL."""
 
-    def __init__(self, url: str) -> None:
-        self._db = PgDatabase(url)
+    def __init__(self, url: str, db: PgPushDatabase | None = None) -> None:
+        # with the push engine's database, enqueues join its decision round's transaction
+        self._db: PgDatabase | PgPushDatabase = db if db is not None else PgDatabase(url)
 
     def enqueue(self, messages: Sequence[PushMessage], deliveries: Sequence[Delivery]) -> int:
         msg_rows = [

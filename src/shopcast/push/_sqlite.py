@@ -6,15 +6,19 @@ beside the event log.
 ``batch()`` makes every write of a block one transaction (one fsync): the push engine
 wraps each ``observe`` / ``tick`` in it, so a batch of 1,000 events costs one commit,
 and the decisions, their outbox rows and the trigger state commit together.
+
+``open_push_database(url)``: this class for ``sqlite://``, ``_pg.PgPushDatabase`` (the
+same interface) for ``postgresql://``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from shopcast.errors import StorageError
 from shopcast.storage._sqlite import BUSY_TIMEOUT_S, sqlite_path
@@ -23,6 +27,9 @@ from shopcast.storage._sqlite import BUSY_TIMEOUT_S, sqlite_path
 class PushDatabase:
     """One connection guarded by a re-entrant lock; ``write`` is one ``BEGIN IMMEDIATE``
     transaction, or part of the enclosing ``batch``."""
+
+    dialect = "sqlite"
+    skip_locked = ""  # BEGIN IMMEDIATE already serializes leases across processes
 
     def __init__(
         self, url: str, *, schema: Iterable[str] = (), name: str | None = None, version: int = 1
@@ -96,6 +103,9 @@ class PushDatabase:
         with self.write():
             yield
 
+    def lock_users(self, user_ids: Sequence[str]) -> None:
+        """Decisions per user are serialized by the database-wide write lock already."""
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
@@ -108,3 +118,12 @@ class PushDatabase:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+
+
+def open_push_database(url: str) -> Any:
+    """The push database named by the URL: ``PushDatabase`` or ``PgPushDatabase``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from shopcast.push._pg import PgPushDatabase
+
+        return PgPushDatabase(url)
+    return PushDatabase(url)

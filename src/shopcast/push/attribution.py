@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shopcast.push._sqlite import PushDatabase
+from shopcast.push._sqlite import open_push_database
 
 SENT = "sent"
 HOLDOUT = "holdout"
@@ -109,8 +109,8 @@ def lift(sent: int, sent_conv: int, held: int, held_conv: int) -> dict[str, Any]
 class Attribution:
     """The journal of decisions, messages and feedback, and the metrics over it."""
 
-    def __init__(self, url: str, db: PushDatabase | None = None) -> None:
-        self._db = db if db is not None else PushDatabase(url)
+    def __init__(self, url: str, db: Any = None) -> None:
+        self._db = db if db is not None else open_push_database(url)
         self._db.migrate(list(_SCHEMA), "attribution")
 
     # -- writes -----------------------------------------------------------------------
@@ -121,7 +121,8 @@ class Attribution:
             n = 0
             for d in decisions:
                 n += conn.execute(
-                    "INSERT OR IGNORE INTO push_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO push_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     (
                         d.decision_id,
                         d.user_id,
@@ -139,7 +140,8 @@ class Attribution:
         """``(message_id, decision_id, user_id, trigger, channel, created_at)``."""
         with self._db.write() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO push_sent VALUES (?, ?, ?, ?, ?, ?, NULL)", list(rows)
+                "INSERT INTO push_sent VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT DO NOTHING",
+                list(rows),
             )
 
     def delivered(self, message_id: str, ts: float) -> None:
@@ -163,7 +165,7 @@ class Attribution:
             new = False
             for k in kinds:
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO push_feedback VALUES (?, ?, ?, ?)",
+                    "INSERT INTO push_feedback VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (message_id, k, ts, row[0]),
                 )
                 new = new or (k == kind and cur.rowcount > 0)
@@ -188,7 +190,7 @@ class Attribution:
                     (decision_id, ts),
                 ).fetchone()
                 n += conn.execute(
-                    "INSERT OR IGNORE INTO push_conversions VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO push_conversions VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (decision_id, item_id, user_id, ts, None if click is None else click[0]),
                 ).rowcount
             return n
@@ -210,6 +212,11 @@ class Attribution:
                     )
                 )
         return out
+
+    def lock_users(self, user_ids: Sequence[str]) -> None:
+        """Serialize decisions for these users until the decision round commits (on
+        PostgreSQL an advisory lock per user; SQLite's write lock does it already)."""
+        self._db.lock_users(user_ids)
 
     def recent(self, user_id: str, since: float) -> list[Decision]:
         """The user's sent and holdout decisions since ``since`` (policy: caps, repeats)."""

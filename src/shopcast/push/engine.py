@@ -72,19 +72,25 @@ DEFERRED_PREFIX = "deferred:"
 
 
 def push_urls(store_url: str, settings: PushSettings) -> tuple[str, str]:
-    """(outbox URL, state URL): the store's SQLite file unless ``push.outbox_url``; on
-    PostgreSQL the outbox is in the store's database and the trigger state in process."""
+    """(outbox URL, state URL): the store's SQLite file or PostgreSQL database unless
+    ``push.outbox_url``; both hold the outbox, the trigger state and the journal (a
+    ``memory://`` store keeps the state in an in-memory SQLite)."""
     url = settings.outbox_url or store_url
-    if url.startswith("sqlite"):
+    if url.startswith(("sqlite", "postgresql://", "postgres://")):
         return url, url
-    if url.startswith(("postgresql://", "postgres://")):
-        return url, "sqlite://:memory:"
     return "memory://", "sqlite://:memory:"
 
 
 def open_storage(outbox_url: str, state_url: str) -> tuple[Outbox, PushState, Attribution]:
-    """Outbox, trigger state and journal; on one SQLite file they share one connection,
-    so each ``observe`` / ``tick`` commits once (decisions with their outbox rows)."""
+    """Outbox, trigger state and journal; on one SQLite file (or PostgreSQL database)
+    they share one connection per decision round, so each ``observe`` / ``tick``
+    commits once (decisions with their outbox rows)."""
+    if outbox_url == state_url and outbox_url.startswith(("postgresql://", "postgres://")):
+        from shopcast.push._outbox_postgres import PostgresOutbox
+        from shopcast.push._pg import PgPushDatabase
+
+        pg = PgPushDatabase(state_url)
+        return PostgresOutbox(state_url, pg), PushState(state_url, pg), Attribution(state_url, pg)
     if outbox_url == state_url and outbox_url.startswith("sqlite"):
         from shopcast.push._outbox_sqlite import SqliteOutbox
         from shopcast.push._sqlite import PushDatabase
@@ -354,6 +360,7 @@ class PushEngine:
             if c.decision_id not in known:
                 by_user.setdefault(c.user_id, []).append(c)
         verdicts: list[Verdict] = []
+        self.journal.lock_users(sorted(by_user))  # other processes deciding for them wait
         for user_id, mine in by_user.items():
             recent = self.journal.recent(user_id, now - self.policy.window())
             verdicts += self.policy.decide(mine, self.users(user_id), recent, now)

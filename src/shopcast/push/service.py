@@ -123,8 +123,9 @@ class PushService:
 
 
 def _offline(store: Store, user_id: str, kind: str) -> int:
-    """Erase from the push tables of a store's SQLite file (no push engine running)."""
-    if not store.url.startswith("sqlite"):
+    """Erase from the push tables of a store's SQLite file or PostgreSQL database (no
+    push engine running)."""
+    if not store.url.startswith(("sqlite", "postgresql://", "postgres://")):
         return 0
     outbox_url, state_url = push_urls(store.url, Settings(environment="test").push)
     if kind == "push_outbox":

@@ -11,8 +11,11 @@
 - purchases per user and item (re-buy cycles);
 - runtime trigger settings (``PUT /v1/push/triggers/{name}``), surviving restarts.
 
-The same file can be shared by several processes (WAL); the worker of a scaled-out
-deployment uses the same class.
+The same file can be shared by several processes (WAL); on PostgreSQL the tables are
+in the store's database (migration 0003) and shared by every process; the worker of a
+scaled-out deployment uses the same class. The SQL is portable between the two
+(``ON CONFLICT``, ``?`` placeholders translated by ``push._pg``);
+``tests/push/state_contract.py`` runs on both.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from shopcast.push._sqlite import PushDatabase
+from shopcast.push._sqlite import open_push_database
 
 _SCHEMA = (
     """CREATE TABLE push_timers (
@@ -77,15 +80,17 @@ class ItemSnapshot:
 
 
 class PushState:
-    """Trigger state in SQLite (``sqlite:///path`` or ``sqlite://:memory:``)."""
+    """Trigger state in SQLite (``sqlite:///path`` or ``sqlite://:memory:``) or in
+    PostgreSQL (``postgresql://…``: the store's database, ``push._pg``)."""
 
-    def __init__(self, url: str, db: PushDatabase | None = None) -> None:
-        self._db = db if db is not None else PushDatabase(url)
+    def __init__(self, url: str, db: Any = None) -> None:
+        self._db = db if db is not None else open_push_database(url)
         self._db.migrate(list(_SCHEMA), "state")
 
     def batch(self) -> AbstractContextManager[None]:
         """One transaction for every write of the block (see ``_sqlite.PushDatabase``)."""
-        return self._db.batch()
+        batch: AbstractContextManager[None] = self._db.batch()
+        return batch
 
     def shares(self, other: object) -> bool:
         """Whether ``other`` (outbox, journal) writes through this state's connection."""
@@ -142,7 +147,8 @@ class PushState:
         with self._db.write() as conn:
             rows = conn.execute(
                 "SELECT user_id, trigger, key, due_at, payload FROM push_timers "
-                "WHERE due_at <= ? AND lease_until <= ? ORDER BY due_at LIMIT ?",
+                "WHERE due_at <= ? AND lease_until <= ? ORDER BY due_at LIMIT ?"
+                + self._db.skip_locked,
                 (now, now, limit),
             ).fetchall()
             conn.executemany(
@@ -160,7 +166,7 @@ class PushState:
                 "AND due_at = ?",
                 (timer.user_id, timer.trigger, timer.key, timer.due_at),
             )
-            return cur.rowcount > 0
+            return bool(cur.rowcount > 0)
 
     def next_due(self) -> float | None:
         with self._db.read() as conn:
@@ -174,7 +180,8 @@ class PushState:
         with self._db.write() as conn:
             conn.executemany(
                 "INSERT INTO push_interest VALUES (?, ?, ?, ?) ON CONFLICT "
-                "(item_id, user_id, kind) DO UPDATE SET ts = MAX(ts, excluded.ts)",
+                "(item_id, user_id, kind) DO UPDATE SET ts = CASE WHEN excluded.ts > "
+                "push_interest.ts THEN excluded.ts ELSE push_interest.ts END",
                 list(rows),
             )
 
@@ -207,13 +214,17 @@ class PushState:
     def put_snapshot(self, rows: Iterable[tuple[str, ItemSnapshot]]) -> None:
         with self._db.write() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO push_items VALUES (?, ?, ?, ?)",
+                "INSERT INTO push_items VALUES (?, ?, ?, ?) ON CONFLICT (item_id) DO UPDATE "
+                "SET price = excluded.price, original_price = excluded.original_price, "
+                "stock = excluded.stock",
                 [(i, s.price, s.original_price, s.stock) for i, s in rows],
             )
 
     def add_purchases(self, rows: Iterable[tuple[str, str, float]]) -> None:
         with self._db.write() as conn:
-            conn.executemany("INSERT OR IGNORE INTO push_purchases VALUES (?, ?, ?)", list(rows))
+            conn.executemany(
+                "INSERT INTO push_purchases VALUES (?, ?, ?) ON CONFLICT DO NOTHING", list(rows)
+            )
 
     def purchases(self, user_id: str, item_id: str) -> list[float]:
         with self._db.read() as conn:
@@ -233,7 +244,8 @@ class PushState:
     def put_trigger_override(self, name: str, doc: dict[str, Any]) -> None:
         with self._db.write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO push_trigger_config VALUES (?, ?)",
+                "INSERT INTO push_trigger_config VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
                 (name, json.dumps(doc, sort_keys=True)),
             )
 

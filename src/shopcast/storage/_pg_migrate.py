@@ -18,9 +18,9 @@ import psycopg.errors
 from shopcast.errors import StorageError
 
 #: The newest revision this version of Shopcast knows (tests check it is Alembic's head).
-HEAD = "0002"
+HEAD = "0003"
 #: Every revision, oldest first.
-REVISIONS = ("0001", "0002")
+REVISIONS = ("0001", "0002", "0003")
 SCRIPT_LOCATION = Path(__file__).parent / "pg_migrations"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('shopcast-migrate:' || current_schema()))"
 
