@@ -22,6 +22,8 @@ SHAPE = {"benchmark", "dataset", "protocol", "models", "peers", "hyperparameters
         (["q3", "--models", "nope"], "unknown model"),
         (["q3", "--peers", "nope"], "unknown peer"),
         (["q1", "--data", "/no/such/place"], "no data at"),
+        (["q1", "--folds", "6"], "folds must be among 1..5"),
+        (["q1", "--folds", "one"], "--folds takes fold numbers"),
     ],
 )
 def test_bad_input_exits_2(args: list[str], message: str) -> None:
@@ -82,6 +84,17 @@ def test_quick_q1_on_movielens(data_path: Path, tmp_path: Path) -> None:
     )
     row = r["models"]["mf_als"]  # type: ignore[index]
     assert 0.85 < row["RMSE_u1"] < 1.1 and row["RMSE"] == row["RMSE_u1"]
+
+
+@pytest.mark.dataset
+def test_q1_on_chosen_folds(data_path: Path, tmp_path: Path) -> None:
+    r = run_quick(
+        data_path, "movielens-100k", tmp_path, "q1", "--models", "mf_als", "--peers", "none",
+        "--folds", "u2,3",
+    )  # fmt: skip
+    row = r["models"]["mf_als"]  # type: ignore[index]
+    assert {"RMSE_u2", "RMSE_u3"} <= set(row) and "RMSE_u1" not in row
+    assert row["RMSE"] == pytest.approx((row["RMSE_u2"] + row["RMSE_u3"]) / 2)
 
 
 @pytest.mark.dataset

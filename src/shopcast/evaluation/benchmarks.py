@@ -125,6 +125,7 @@ class RunOptions:
     quick: bool = False
     tune: bool = True
     cutoff: str | None = None  # Q3 only
+    folds: Sequence[int] | None = None  # Q1 only: MovieLens folds to run (None = all five)
     tracker: Tracker = field(default_factory=Tracker)
 
 
@@ -458,10 +459,15 @@ def _entries(
 # -- Q1 ------------------------------------------------------------------------------------
 
 
-def _q1_folds(path: Path, quick: bool) -> tuple[list[S.RatingFold], str]:
+def _q1_folds(
+    path: Path, quick: bool, only: Sequence[int] | None = None
+) -> tuple[list[S.RatingFold], str]:
+    if only is not None and (not only or any(f not in range(1, 6) for f in only)):
+        raise ValidationError(f"folds must be among 1..5, got {list(only)}")
     path = _require(path)
     if path.is_dir() and (path / "u1.base").is_file():
-        folds = S.movielens_folds(path, (1,) if quick else (1, 2, 3, 4, 5))
+        chosen = tuple(only) if only is not None else (1,) if quick else (1, 2, 3, 4, 5)
+        folds = S.movielens_folds(path, chosen)
         return folds, f"MovieLens folds at {path}"
     if path.is_dir() and (path / "u.data").is_file():
         path = path / "u.data"
@@ -490,7 +496,7 @@ def _q1_folds(path: Path, quick: bool) -> tuple[list[S.RatingFold], str]:
 
 
 def _run_q1(bench: Benchmark, opts: RunOptions) -> dict[str, Any]:
-    folds, source = _q1_folds(opts.data, opts.quick)
+    folds, source = _q1_folds(opts.data, opts.quick, opts.folds)
     entries, rows, kinds = _entries(bench, opts, Side())
     everything = pl.concat([folds[0].train, folds[0].test])
     dataset = f"{source}: {_describe(everything)} (ratings)"

@@ -37,6 +37,17 @@ def _names(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _folds(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v.strip().removeprefix("u")) for v in value.split(",") if v.strip()]
+    except ValueError:
+        from shopcast.errors import ValidationError
+
+        raise ValidationError(f"--folds takes fold numbers such as 1,2; got {value!r}") from None
+
+
 def evaluate(
     benchmark: Annotated[
         str,
@@ -75,10 +86,14 @@ def evaluate(
     cutoff: Annotated[
         str | None, typer.Option(help="Q3 test cutoff date (default 2011-11-01)")
     ] = None,
+    folds: Annotated[
+        str | None,
+        typer.Option(help="Q1: MovieLens folds to run, e.g. 1 or 1,2 (default: all five)"),
+    ] = None,
 ) -> None:
     """Run a benchmark of BENCHMARKS.md with Shopcast's models and the peers side by side."""
     try:
-        _evaluate(benchmark, models, peers, data, out, quick, tune, cutoff)
+        _evaluate(benchmark, models, peers, data, out, quick, tune, cutoff, folds)
     except ShopcastError as exc:
         err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
         raise typer.Exit(2) from None
@@ -93,6 +108,7 @@ def _evaluate(
     quick: bool,
     tune: bool,
     cutoff: str | None,
+    folds: str | None = None,
 ) -> None:
     from shopcast.config import load_settings
     from shopcast.errors import NotFoundError
@@ -122,6 +138,7 @@ def _evaluate(
         quick=quick,
         tune=tune and not quick,
         cutoff=cutoff,
+        folds=_folds(folds),
         tracker=Tracker(progress),
     )
     with progress:
