@@ -13,9 +13,11 @@ from the CLI or from one process reaches all of them. With a PostgreSQL ``databa
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,13 +96,17 @@ class ModelRegistry:
     def promote(self, version: str, *, action: str = "promote") -> str | None:
         """Make ``version`` CURRENT; returns the previous one."""
         self.path(version)
-        previous = self.current()
-        tmp = self.model_dir / f".CURRENT.{os.getpid()}"
-        tmp.write_text(version)
-        tmp.replace(self._current_file)
-        entry = {"version": version, "previous": previous, "at": time.time(), "action": action}
-        with self._history_file.open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        # One promotion at a time across threads and processes sharing the directory, so
+        # that CURRENT and the history form one chain (each entry's previous is the last).
+        with (self.model_dir / ".registry.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            previous = self.current()
+            tmp = self.model_dir / f".CURRENT.{os.getpid()}.{threading.get_ident()}"
+            tmp.write_text(version)
+            tmp.replace(self._current_file)
+            entry = {"version": version, "previous": previous, "at": time.time(), "action": action}
+            with self._history_file.open("a") as fh:
+                fh.write(json.dumps(entry) + "\n")
         for hook in list(PROMOTION_HOOKS):
             try:
                 hook(self.model_dir, version)
