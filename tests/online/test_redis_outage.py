@@ -132,6 +132,8 @@ def test_redis_outage_degrades_then_catches_up(
         assert live.degraded and list(live.items)[-5:] == items[:5]
         assert engine.store.events.count() == len(small_shop.events) + 5
         assert engine.needs_recovery()
+        health = client.get("/v1/health").json()
+        assert health["online_state"] == "redis" and health["online_state_available"] is False
 
         own_redis.start()  # ---- Redis is back (its append-only file kept o1) ----
         wait_for(lambda: not engine.needs_recovery(), "the online state to catch up")

@@ -21,4 +21,8 @@ def health(request: Request) -> dict[str, Any]:
         "model_version": engine.bundle.version,
         "items": len(engine.bundle.items),
         "live_sessions": len(engine.sessions),
+        # online state: "memory" (in process) or "redis"; false while Redis is unreachable
+        # (answers are then degraded, see docs/operations.md)
+        "online_state": "redis" if engine.online.shared else "memory",
+        "online_state_available": engine.online.conn is None or engine.online.conn.ping(),
     }
