@@ -179,6 +179,12 @@ class PushEngine:
             webhook=webhook,
             fanout=cls._fanout_of(engine),
         )
+        if push.fanout is not None:  # shared state: view counts shared by every process
+            from shopcast.push.views import RedisViews
+
+            counted = ("session_nudge", "browse_abandonment")  # the triggers that count views
+            window = max(push.config.triggers[n].window for n in counted)
+            push.views = RedisViews(push.fanout.conn, ttl_s=window)
         push.seed_items(list(store.items.scan()))
         return push
 
@@ -271,7 +277,13 @@ class PushEngine:
                     continue  # anonymous sessions have no stream or consent to reach
                 if event.type is EventType.VIEW and event.item_id is not None:
                     item = info.get(event.item_id)
-                    self.views.add(event.user_id, now, event.item_id, item.leaf if item else None)
+                    self.views.add(
+                        event.user_id,
+                        now,
+                        event.item_id,
+                        item.leaf if item else None,
+                        event_id=event.event_id,
+                    )
                 for name in enabled:
                     candidates += _safely(name, TRIGGERS[name].on_events, ctx, [event])
                 if event.type is EventType.PURCHASE and event.item_id is not None:

@@ -55,7 +55,14 @@ class ViewTracker:
         self.capacity = capacity
         self._views: OrderedDict[str, deque[tuple[float, str, str | None]]] = OrderedDict()
 
-    def add(self, user_id: str, ts: float, item_id: str, category: str | None) -> None:
+    def add(
+        self,
+        user_id: str,
+        ts: float,
+        item_id: str,
+        category: str | None,
+        event_id: str | None = None,  # used by the shared tracker (push.views)
+    ) -> None:
         views = self._views.get(user_id)
         if views is None:
             views = self._views[user_id] = deque(maxlen=self.per_user)
