@@ -405,3 +405,17 @@ def test_daily_chart_breaks_its_lines_over_days_without_events(settings: Setting
     # conversion (no impressions: no CTR): a line over days 0-1, then day 10 alone, a dot
     assert svg.count("<polyline") == 1 and svg.count("<circle") == 1
     assert "…" in svg
+
+
+def test_a_catalog_without_categories_is_browsed_by_genre(client: TestClient) -> None:
+    movies = [
+        {"item_id": "m1", "title": "Heat (1995)", "attributes": {"genres": ["Action", "Crime"]}},
+        {"item_id": "m2", "title": "Babe (1995)", "attributes": {"genres": ["Comedy"]}},
+        {"item_id": "m3", "title": "Speed (1994)", "attributes": {"genres": ["Action"]}},
+    ]
+    assert client.put("/v1/items", json=movies).status_code == 200
+    cats = client.get("/v1/shop/categories").json()["categories"]
+    assert cats[0] == {"name": "Action", "items": 2}
+    assert {c["name"] for c in cats} == {"Action", "Crime", "Comedy"}
+    action = client.get("/v1/shop/items?category=action").json()["items"]
+    assert [i["item_id"] for i in action] == ["m1", "m3"]

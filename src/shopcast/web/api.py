@@ -317,7 +317,7 @@ def shop_items(
     items = [i for i in _catalog(request).values() if i.title]
     if category:
         want = category.strip().lower()
-        items = [i for i in items if want in (c.lower() for c in i.category)]
+        items = [i for i in items if want in (c.lower() for c in _groups(i))]
     if q:
         words = q.lower().split()
         items = [i for i in items if all(w in (i.title or "").lower() for w in words)]
@@ -327,13 +327,23 @@ def shop_items(
     )
 
 
+def _groups(item: Item) -> list[str]:
+    """What the shop groups an item by: its category path, else its genres (MovieLens)."""
+    if item.category:
+        return list(item.category)
+    genres = item.attributes.get("genres")
+    return [str(g) for g in genres] if isinstance(genres, list) else []
+
+
 @router.get("/v1/shop/categories")
 def shop_categories(request: Request) -> dict[str, Any]:
-    """Top-level categories with item counts, largest first."""
+    """Top-level categories (genres for a catalog without categories) with item counts,
+    largest first."""
     counts: dict[str, int] = {}
     for item in _catalog(request).values():
-        if item.title and item.category:
-            counts[item.category[0]] = counts.get(item.category[0], 0) + 1
+        top = _groups(item)[:1] if item.category else _groups(item)  # every genre counts
+        for name in top if item.title else ():
+            counts[name] = counts.get(name, 0) + 1
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return {"categories": [{"name": k, "items": n} for k, n in ordered]}
 

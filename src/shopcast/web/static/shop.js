@@ -78,8 +78,16 @@
   }
 
   // -- rendering helpers ----------------------------------------------------------------
+  /** The category path, else the genres (MovieLens), as text. */
+  function groupsOf(item) {
+    if (item.category && item.category.length) return item.category.join(" › ");
+    const genres = item.attributes && Array.isArray(item.attributes.genres) ? item.attributes.genres : [];
+    return genres.join(", ");
+  }
+
   function thumb(item) {
-    const top = (item.category && item.category[0]) || item.title || item.item_id;
+    const genres = item.attributes && Array.isArray(item.attributes.genres) ? item.attributes.genres : [];
+    const top = (item.category && item.category[0]) || genres[0] || item.title || item.item_id;
     let h = 0;
     for (const ch of top) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
     const node = el("div", { class: "thumb", "aria-hidden": "true" }, (item.title || item.item_id).slice(0, 2).toUpperCase());
@@ -209,7 +217,7 @@
         thumb(item),
         el("div", {},
           el("h1", {}, item.title || item.item_id),
-          el("p", { class: "muted" }, (item.category || []).join(" › ") || "uncategorized", item.brand ? ` · ${item.brand}` : ""),
+          el("p", { class: "muted" }, groupsOf(item) || "uncategorized", item.brand ? ` · ${item.brand}` : ""),
           el("p", { class: "price" }, money(item.price),
             item.original_price && item.original_price > item.price ? el("span", { class: "muted small" }, ` (was ${money(item.original_price)})`) : null),
           stock ? el("p", { class: "small" }, stock) : null,
