@@ -47,6 +47,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory, shop: SimulatedShop) -> dict[s
         model_dir=root / "models",
         auth={"enabled": False},
         experiments={"exploration": "epsilon", "exploration_share": 0.2, "exploration_seed": 5},
+        # the two versions as trained: with online learning both learn from the clicks
+        # they earn and the weak one catches up within minutes (measured: the gap halves)
+        recommend={"online_learning": False},
         feedback={"cache_s": 0},
     )
     weak_store = open_store(f"sqlite:///{root / 'weak.db'}")
@@ -138,7 +141,7 @@ def test_report_finds_the_strong_model_better(run: dict[str, object]) -> None:
     a, b = by["A"]["metrics"]["ctr"], by["B"]["metrics"]["ctr"]
     assert b["value"] > a["value"]
     ctr = next(c for c in report["comparisons"] if c["metric"] == "ctr")
-    print("AB", a, b, ctr)
+    print("AB", a, b, ctr, {k: (v["users"], v["impressions"], v["clicks"]) for k, v in by.items()})
     assert ctr["significant"] is True and ctr["p_value"] < 0.01
     assert ctr["ci"][0] > 0  # the whole interval of the difference is above 0
     assert report["winner"] == "B"
@@ -159,7 +162,9 @@ def test_ope_estimates_cover_the_true_ctr(
             engine.store, settings, target, k=K, content=engine.item_features
         )
         logged = tracker_for(engine.store, settings).attributed(fresh=True)
-        result = ope.estimate(logged, policy)
+        # 99 % intervals: the 95 % ones miss the truth in 1 run of 20 by design, and the
+        # run is not bit-for-bit reproducible (wall-clock timestamps)
+        result = ope.estimate(logged, policy, alpha=0.01)
         explored = ope.explored_slots(logged)
         assert result.n == explored.height > 500
         truth = np.mean(
@@ -180,6 +185,7 @@ def test_ope_estimates_cover_the_true_ctr(
         api = client.post("/v1/experiments/ope", json={"model_version": target, "k": K}).json()
         assert api["explored_slots"] == result.n
         assert api["ips"] == pytest.approx(result.ips, abs=1e-6)
+        assert api["ips_ci"][0] > result.ips_ci[0]  # the API answers at 95 %
 
 
 def test_metrics_endpoints_report_the_traffic(run: dict[str, object]) -> None:
