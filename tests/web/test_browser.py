@@ -394,13 +394,14 @@ def test_pages_ask_for_a_key_and_respect_its_scopes(
 
     shopper = f"pw-{uuid.uuid4().hex[:8]}"
     shop = page_factory(PHONE)
-    shop.goto(f"{url}/demo/shop?user={shopper}&key={keys['shop']}#item/{secure_server.items[7]}")
+    item = secure_server.items[7]
+    shop.goto(f"{url}/demo/shop?user={shopper}#key={keys['shop']}&item/{item}")
     shop.wait_for_selector("[data-testid=product]")
     assert "key=" not in shop.url  # taken out of the address bar
     _ids(shop, "for-you")
     admin = {"X-API-Key": keys["admin"]}
     r = httpx.get(f"{url}/v1/admin/users/{shopper}/session", headers=admin, timeout=10)
-    assert ("view", secure_server.items[7]) in [
-        (e["type"], e["item_id"]) for e in r.json()["events"]
-    ]
+    assert ("view", item) in [(e["type"], e["item_id"]) for e in r.json()["events"]]
     assert httpx.get(f"{url}/v1/admin/users/{shopper}/session", timeout=10).status_code == 401
+    logs = "".join(p.read_text() for p in secure_server.data_dir.glob("server-*.log"))
+    assert "GET /demo/shop" in logs and keys["shop"] not in logs  # the key never reached it

@@ -31,11 +31,12 @@
     localStorage.setItem("shopcast.user", state.user);
     state.session = sessionStorage.getItem("shopcast.session") || randomId("web-");
     sessionStorage.setItem("shopcast.session", state.session);
-    const key = params.get("key");
-    if (key) { // kept in this tab only, and taken out of the address bar and history
-      Shopcast.setApiKey(key);
-      params.delete("key");
-      history.replaceState(null, "", `${location.pathname}${params.toString() ? `?${params}` : ""}${location.hash}`);
+    // An API key comes in the fragment (#key=…, never sent to the server, so never in its
+    // access log); it is kept in this tab only and taken out of the address bar.
+    const match = location.hash.match(/^#key=([^&]+)(?:&(.*))?$/);
+    if (match) {
+      Shopcast.setApiKey(decodeURIComponent(match[1]));
+      history.replaceState(null, "", `${location.pathname}${location.search}${match[2] ? `#${match[2]}` : ""}`);
     }
     document.getElementById("user-id").value = state.user;
     loadCart();
