@@ -7,6 +7,7 @@ deliveries acknowledged (or gives up after a sanity timeout)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -57,10 +58,10 @@ def receivers() -> Iterator[tuple[Gated, str, Receiver, str]]:
 
 
 def hooked(make: Make, users: list[str], hooks: list[dict[str, Any]], **push: Any) -> Harness:
+    push.setdefault("triggers", {"cart_abandonment": {"delay": 1, "channels": ["webhook"]}})
     h = make(
         users=consenting(*users),
         webhooks=[{"secret": SECRET, **hook} for hook in hooks],
-        triggers={"cart_abandonment": {"delay": 1, "channels": ["webhook"]}},
         **push,
     )
     h.engine.channels["webhook"] = WebhookChannel(h.engine.config, httpx.Client(), h.clock)
@@ -161,3 +162,42 @@ def test_lanes_round_robin_over_endpoints() -> None:
     got = lanes(items, key=lambda x: x[0], per_key=2)
     assert got == [[("a", 1), ("a", 3)], [("b", 4)], [("a", 2), ("a", 5)]]
     assert lanes([], key=str, per_key=3) == []
+
+
+def test_a_slow_webhook_does_not_hold_up_the_timers(
+    harness: Make, receivers: tuple[Gated, str, Receiver, str]
+) -> None:
+    """The scheduler sends webhooks from a loop of their own: while a webhook is held
+    by a slow receiver, a timer that comes due still fires and its live push goes out."""
+    from shopcast.push.scheduler import run_blocking
+
+    slow, slow_url, _, _ = receivers
+    slow.wait_s = 30.0  # held until the test opens the gate
+    h = hooked(
+        harness,
+        ["u1", "u2"],
+        [{"name": "slow", "url": slow_url, "timeout_s": 60}],
+        triggers={"cart_abandonment": {"delay": 1, "channels": ["live", "webhook"]}},
+    )
+    decide(h, ["u1"])  # u1: a live push (sent) and a webhook (pending)
+    assert [m.user_id for m in h.live.messages] == ["u1"]
+    stop = threading.Event()
+    loop = threading.Thread(target=run_blocking, args=(h.engine, 0.02, stop), daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 20
+        while slow.in_flight == 0:  # the webhook to u1 is being sent, and held
+            assert time.monotonic() < deadline, "the webhook was not sent"
+            time.sleep(0.01)
+        h.observe(ev("add_to_cart", "s2", user="u2"))
+        h.clock.advance(1)  # u2's timer comes due while the webhook is still held
+        deadline = time.monotonic() + 15
+        while [m.user_id for m in h.live.messages] != ["u1", "u2"]:
+            assert time.monotonic() < deadline, "the timer waited for the slow webhook"
+            time.sleep(0.01)
+        assert slow.opened == [] and slow.in_flight == 1  # still held meanwhile
+    finally:
+        slow.gate.set()
+        stop.set()
+        loop.join(timeout=60)
+    assert slow.opened and slow.opened[0] is True
