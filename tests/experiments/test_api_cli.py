@@ -223,3 +223,31 @@ def test_thompson_exploration_logs_propensities(
         assert by_source["exploration"]["impressions"] == len(explored)
         bad = c.get("/v1/metrics", params={"window_s": 0})
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"].startswith("window_s")
+
+
+HOSTILE = ["../x", "a b", "x" * 300, "%00", "' OR 1=1 --", "UPPER", "-lead"]
+
+
+def test_hostile_inputs_never_answer_5xx(shop_client: TestClient) -> None:
+    c = shop_client
+    for bad in HOSTILE:
+        for method, path in (
+            ("GET", f"/v1/experiments/{bad}"),
+            ("GET", f"/v1/experiments/{bad}/report"),
+            ("POST", f"/v1/experiments/{bad}/stop"),
+            ("POST", f"/v1/experiments/{bad}/promote"),
+            ("DELETE", f"/v1/experiments/{bad}"),
+        ):
+            r = c.request(method, path)
+            assert r.status_code in (404, 405, 422), (method, path, r.status_code, r.text)
+        r = c.post("/v1/experiments", json={**_spec("x"), "experiment_id": bad})
+        assert r.status_code == 422
+        r = c.post("/v1/experiments/ope", json={"model_version": bad})
+        assert r.status_code in (404, 422), r.text
+    for body in ([], {"variants": "x"}, {"experiment_id": "a", "variants": [{"name": "A"}]}, "x"):
+        assert c.post("/v1/experiments", json=body).status_code == 422
+    assert c.post("/v1/experiments/ope", json={"scene": "nowhere"}).status_code == 422
+    assert c.post("/v1/experiments/ope", json={"k": 0}).status_code == 422
+    ok = c.post("/v1/experiments/ope", json={})  # nothing explored yet: an empty estimate
+    assert ok.status_code == 200 and ok.json()["explored_slots"] == 0
+    assert c.get("/v1/metrics", params={"window_s": "abc"}).status_code == 422

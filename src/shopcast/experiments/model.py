@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shopcast.errors import ConflictError, NotFoundError
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: What a model version may look like (``training.bundle.new_version``: v20261128-…).
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 Status = Literal["running", "stopped", "promoted"]
 Metric = Literal["ctr", "conversion_rate", "rpm"]
 
@@ -39,7 +41,10 @@ class Variant(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     share: float = Field(gt=0, description="Relative traffic share (normalized over variants)")
     model_version: str | None = Field(
-        None, description="Registry version to serve (None: the CURRENT one)"
+        None,
+        max_length=128,
+        pattern=VERSION_PATTERN,
+        description="Registry version to serve (None: the CURRENT one)",
     )
     diversity: float | None = Field(None, ge=0, le=1, description="MMR strength override")
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopcast.api.routes._common import engine_of, settings_of, store_of
 from shopcast.experiments import ope, service
-from shopcast.experiments.model import ExperimentSpec
+from shopcast.experiments.model import VERSION_PATTERN, ExperimentSpec
 from shopcast.experiments.replay import ReplayPolicy
 from shopcast.feedback.tracker import FeedbackTracker, tracker_for
 from shopcast.serving.pipeline import PUBLIC_SCENES
@@ -93,7 +93,9 @@ async def promote_experiment(
 class OPEBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_version: str | None = Field(None, description="Candidate (default: CURRENT)")
+    model_version: str | None = Field(
+        None, max_length=128, pattern=VERSION_PATTERN, description="Candidate (default: CURRENT)"
+    )
     k: int = Field(10, ge=1, le=200, description="Slate size of the candidate")
     since: float | None = Field(None, description="Only slots explored after (epoch s)")
     scene: str | None = Field(None, description="Only this scene")
