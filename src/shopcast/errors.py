@@ -103,12 +103,18 @@ class RateLimitedError(AuthError):
     http_status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(
+        self, message: str, retry_after: float, limit: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.limit = limit  # which limit was hit (name, rate, burst), for the body
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "retry_after": round(self.retry_after, 3)}
+        out = {**super().to_dict(), "retry_after": round(self.retry_after, 3)}
+        if self.limit is not None:
+            out["limit"] = self.limit
+        return out
 
 
 class NotFoundError(ShopcastError):

@@ -302,7 +302,7 @@ def test_schema_parameter_and_tenant_urls() -> None:
 
 
 def test_tenants_on_postgresql_get_a_schema_each(postgres_url: str, tmp_path: Path) -> None:
-    from shopcast.privacy.apikeys import KeyStore
+    from shopcast.privacy.apikeys import open_key_store
     from shopcast.privacy.tenants import tenant_settings
     from shopcast.storage._postgres import url_schema
 
@@ -313,7 +313,7 @@ def test_tenants_on_postgresql_get_a_schema_each(postgres_url: str, tmp_path: Pa
         auth={"enabled": True, "keys_path": tmp_path / "keys.db"},
     )
     schemas = [url_schema(tenant_settings(settings, t).database_url) for t in ("shop-a", "shop-b")]
-    keys = KeyStore(settings.auth.keys_path)
+    keys = open_key_store(settings)  # in PostgreSQL, with a postgresql:// database
     try:
         a = {"Authorization": f"Bearer {keys.create(['admin'], tenant='shop-a')[1]}"}
         b = {"Authorization": f"Bearer {keys.create(['admin'], tenant='shop-b')[1]}"}

@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,11 +28,13 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shopcast.config import RateLimitSettings, Settings
+from shopcast.api.ratelimit import RateLimiter, open_limiter
+from shopcast.api.ratelimit import TokenBuckets as TokenBuckets  # re-exported
+from shopcast.config import Settings
 from shopcast.errors import AuthError, ForbiddenError, RateLimitedError
-from shopcast.privacy.apikeys import ApiKey, KeyStore
+from shopcast.privacy.apikeys import ApiKey, ApiKeyStore, open_key_store
 from shopcast.privacy.apikeys import Scope as KeyScope
 from shopcast.privacy.crypto import open_private_store
 from shopcast.privacy.pseudonym import Pseudonymizer
@@ -73,31 +73,6 @@ def required_scope(method: str, path: str, *, open_docs: bool = True) -> KeyScop
         if (methods is None or method in methods) and pattern.match(path):
             return scope
     return "read" if method in _READ else "admin"
-
-
-class TokenBuckets:
-    """One token bucket per key: ``rate`` tokens a second, at most ``burst`` saved up."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-        self._lock = threading.Lock()
-
-    def take(self, key: str) -> float:
-        """0 when a request may pass (a token is taken), else seconds until one may."""
-        now = self.clock()
-        with self._lock:
-            tokens, at = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - at) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
 
 
 @dataclass
@@ -183,22 +158,46 @@ def _token(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class AuthMiddleware:
-    """See the module docstring. ``keys`` defaults to a ``KeyStore`` at ``auth.keys_path``."""
+    """See the module docstring. ``keys`` defaults to ``open_key_store`` (PostgreSQL with a
+    ``postgresql://`` database, else ``auth.keys_path``); the limiter to ``open_limiter``
+    (Redis with a ``redis://`` ``state.url``, else this process)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, keys: KeyStore | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        keys: ApiKeyStore | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self._keys = keys
-        limit: RateLimitSettings = settings.auth.rate_limit
-        self.limiter = TokenBuckets(limit.rate_per_s, limit.burst) if limit.enabled else None
+        self.limiter = limiter if limiter is not None else open_limiter(settings)
 
     @property
-    def keys(self) -> KeyStore:
+    def keys(self) -> ApiKeyStore:
         if self._keys is None:
-            self._keys = KeyStore(self.settings.auth.keys_path)
+            self._keys = open_key_store(self.settings)
         return self._keys
 
+    def close(self) -> None:
+        """Close the key store and the limiter (reopened on the next request)."""
+        keys, self._keys = self._keys, None
+        if keys is not None:
+            keys.close()
+        if self.limiter is not None:
+            self.limiter.close()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # close what was opened when the app stops
+
+            async def closing_send(message: Message) -> None:
+                if message["type"].startswith("lifespan.shutdown."):
+                    self.close()
+                await send(message)
+
+            await self.app(scope, receive, closing_send)
+            return
         if scope["type"] != "http" or not self.settings.auth.enabled:
             await self.app(scope, receive, send)
             return
@@ -248,9 +247,21 @@ class AuthMiddleware:
                 f"this key's scopes ({', '.join(sorted(key.scopes))}) do not include {needed!r}"
             )
         if self.limiter is not None:
-            wait = self.limiter.take(key.key_id)
+            wait = self.limiter.take(key.key_id, key.tenant)
             if wait > 0:
-                raise RateLimitedError("too many requests for this key; slow down", wait)
+                limit = {
+                    "name": "auth.rate_limit",
+                    "per": "api_key",
+                    "key_id": key.key_id,
+                    "rate_per_s": self.limiter.rate,
+                    "burst": int(self.limiter.burst),
+                }
+                raise RateLimitedError(
+                    f"over this key's rate limit (auth.rate_limit: {self.limiter.rate:g}/s, "
+                    f"burst {int(self.limiter.burst)}); retry after {wait:.3f} s",
+                    wait,
+                    limit,
+                )
         return key
 
 

@@ -1,4 +1,9 @@
-"""API keys: scopes, tenants, stored hashed in a small SQLite file (``auth.keys_path``).
+"""API keys: scopes, tenants, stored hashed (``open_key_store`` picks where).
+
+With a ``postgresql://`` ``database_url`` the keys live in that database (table
+``api_keys`` of its schema, ``PgKeyStore``), so every API process and host checks the
+same keys and a revocation counts everywhere at the next request; otherwise in a small
+SQLite file (``auth.keys_path``, ``KeyStore``). Both follow ``ApiKeyStore``.
 
 A key is ``sck_<key id>_<secret>``: the id is 12 random hex digits (public, used to find
 the row), the secret 256 random bits (base64url). Only SHA-256 of the whole key is
@@ -24,10 +29,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from shopcast.errors import NotFoundError, StorageError, ValidationError
 from shopcast.privacy.tenants import DEFAULT_TENANT, check_tenant
+
+if TYPE_CHECKING:
+    from shopcast.config import Settings
 
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -84,8 +92,61 @@ def check_scopes(scopes: Iterable[str]) -> frozenset[Scope]:
     return frozenset(out)
 
 
+#: The columns every backend reads, in this order (``_key``).
+COLUMNS = "key_id, hash, scopes, tenant, name, created_at, revoked_at"
+
+
+class ApiKeyStore(Protocol):
+    """Where the hashed keys are kept (``KeyStore``: SQLite; ``PgKeyStore``: PostgreSQL)."""
+
+    def create(
+        self, scopes: Iterable[str], *, tenant: str = DEFAULT_TENANT, name: str = ""
+    ) -> tuple[ApiKey, str]: ...
+
+    def verify(self, token: str) -> ApiKey | None: ...
+
+    def list(self) -> list[ApiKey]: ...
+
+    def revoke(self, key_id: str) -> ApiKey: ...
+
+    def close(self) -> None: ...
+
+
+def new_key(scopes: Iterable[str], tenant: str, name: str) -> tuple[ApiKey, str, str]:
+    """A fresh key, its secret token and the token's digest (what is stored)."""
+    checked = check_scopes(scopes)
+    check_tenant(tenant)
+    key_id = os.urandom(6).hex()
+    secret = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    token = f"sck_{key_id}_{secret}"
+    return ApiKey(key_id, checked, tenant, name, time.time()), token, _digest(token)
+
+
+def token_key_id(token: str) -> str | None:
+    """The key id of a well-formed token, else None."""
+    match = _TOKEN.match(token)
+    return None if match is None else match.group(1)
+
+
+def live_key(row: tuple[object, ...] | None, token: str) -> ApiKey | None:
+    """The key of ``row`` when ``token`` hashes to its digest and it is not revoked."""
+    if row is None or not hmac.compare_digest(str(row[1]), _digest(token)) or row[6] is not None:
+        return None
+    return _key(row)
+
+
+def open_key_store(settings: Settings) -> ApiKeyStore:
+    """The key store of a deployment: PostgreSQL's with a ``postgresql://``
+    ``database_url`` (shared by every process and host), else ``auth.keys_path``."""
+    if settings.database_url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
+        from shopcast.privacy._apikeys_pg import PgKeyStore
+
+        return PgKeyStore(settings.database_url)
+    return KeyStore(settings.auth.keys_path)
+
+
 class KeyStore:
-    """The hashed keys; safe to share between threads and processes (SQLite WAL)."""
+    """The hashed keys in SQLite; safe to share between threads and processes (WAL)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -105,39 +166,29 @@ class KeyStore:
         self, scopes: Iterable[str], *, tenant: str = DEFAULT_TENANT, name: str = ""
     ) -> tuple[ApiKey, str]:
         """A new key and its secret token (shown once; only its hash is kept)."""
-        checked = check_scopes(scopes)
-        check_tenant(tenant)
-        key_id = os.urandom(6).hex()
-        secret = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-        token = f"sck_{key_id}_{secret}"
-        key = ApiKey(key_id, checked, tenant, name, time.time())
+        key, token, digest = new_key(scopes, tenant, name)
         with self._lock:
             self._conn.execute(
                 "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                [key_id, _digest(token), ",".join(sorted(checked)), tenant, name, key.created_at],
+                [key.key_id, digest, ",".join(sorted(key.scopes)), tenant, name, key.created_at],
             )
         return key, token
 
     def verify(self, token: str) -> ApiKey | None:
         """The live key whose token this is, else None (constant-time hash comparison)."""
-        match = _TOKEN.match(token)
-        if match is None:
+        key_id = token_key_id(token)
+        if key_id is None:
             return None
         with self._lock:
             row = self._conn.execute(
-                "SELECT key_id, hash, scopes, tenant, name, created_at, revoked_at "
-                "FROM api_keys WHERE key_id = ?",
-                [match.group(1)],
+                f"SELECT {COLUMNS} FROM api_keys WHERE key_id = ?", [key_id]
             ).fetchone()
-        if row is None or not hmac.compare_digest(row[1], _digest(token)) or row[6] is not None:
-            return None
-        return _key(row)
+        return live_key(row, token)
 
     def list(self) -> list[ApiKey]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT key_id, hash, scopes, tenant, name, created_at, revoked_at "
-                "FROM api_keys ORDER BY created_at, key_id"
+                f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at, key_id"
             ).fetchall()
         return [_key(r) for r in rows]
 
@@ -158,6 +209,10 @@ class KeyStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+#: The SQLite store under the name the protocol's other backend pairs with.
+SqliteKeyStore = KeyStore
 
 
 def _key(row: tuple[object, ...]) -> ApiKey:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from shopcast.config import Settings, load_settings
 from shopcast.errors import ConfigError, ShopcastError
-from shopcast.privacy.apikeys import SCOPES, KeyStore
+from shopcast.privacy.apikeys import SCOPES, open_key_store
 from shopcast.privacy.tenants import DEFAULT_TENANT, tenant_settings
 
 P = ParamSpec("P")
@@ -61,7 +61,7 @@ def keys_create(
     name: Annotated[str, typer.Option("--name", help="A label, e.g. 'web shop'")] = "",
 ) -> None:
     """Create a key; prints its secret once (only a hash is stored)."""
-    store = KeyStore(load_settings().auth.keys_path)
+    store = open_key_store(load_settings())
     try:
         key, token = store.create(scope, tenant=tenant, name=name)
     finally:
@@ -75,7 +75,7 @@ def keys_create(
 @friendly
 def keys_list() -> None:
     """Every key (never its secret), revoked ones too."""
-    store = KeyStore(load_settings().auth.keys_path)
+    store = open_key_store(load_settings())
     try:
         found = store.list()
     finally:
@@ -99,7 +99,7 @@ def keys_list() -> None:
 @friendly
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (sck_<id>_…)")]) -> None:
     """Revoke a key at once (servers check every request)."""
-    store = KeyStore(load_settings().auth.keys_path)
+    store = open_key_store(load_settings())
     try:
         store.revoke(key_id)
     finally:

@@ -13,15 +13,14 @@
    older version, which still holds the user's statistics, is deleted;
 5. what registered hooks hold (``register_hook``: push history, the push outbox, …);
 
-and schedules a retrain without the user: a line in ``<model_dir>/RETRAIN``, consumed
+and schedules a retrain without the user: a line in ``<model_dir>/RETRAIN`` (a row of
+``model_retrain`` when the registry is in PostgreSQL, seen by every host), consumed
 by ``shopcast train`` and, with ``privacy.auto_retrain``, by the API's maintenance task
 (``retrain_pending``). The report counts what was removed per kind.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -35,12 +34,12 @@ from shopcast.privacy.consent import personalizes
 from shopcast.privacy.unlearn import unlearn_bundle
 from shopcast.storage import Store
 from shopcast.training.bundle import AGGREGATE_ROLES, load_bundle, new_version, save_bundle
+from shopcast.training.registry import RETRAIN_FILE as RETRAIN_FILE  # re-exported
 from shopcast.training.registry import ModelRegistry, open_registry
 
 if TYPE_CHECKING:
     from shopcast.serving.engine import Engine
 
-RETRAIN_FILE = "RETRAIN"
 #: ``hook(store, user_id) -> removed count``, by kind (e.g. ``push_outbox``).
 Hook = Callable[[Store, str], int]
 _HOOKS: dict[str, Hook] = {}
@@ -90,7 +89,7 @@ def erase_user(
     _load_hooks()
     for kind, hook in _HOOKS.items():
         removed[kind] = hook(store, user_id)
-    schedule_retrain(settings.model_dir, "erasure")
+    schedule_retrain(settings.model_dir, "erasure", registry=open_registry(settings))
     report["retrain_scheduled"] = True
     return report
 
@@ -131,20 +130,19 @@ def prune_versions(
     return sorted(gone)
 
 
-def schedule_retrain(model_dir: Path, reason: str) -> None:
-    """Ask for a retrain on the log as it is now (a line in ``RETRAIN``)."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with (model_dir / RETRAIN_FILE).open("a") as fh:
-        fh.write(json.dumps({"reason": reason, "at": time.time()}) + "\n")
+def schedule_retrain(
+    model_dir: Path, reason: str, *, registry: ModelRegistry | None = None
+) -> None:
+    """Ask for a retrain on the log as it is now: a line in ``<model_dir>/RETRAIN``, or a
+    row of the registry's database (``open_registry`` with a PostgreSQL URL)."""
+    (registry or ModelRegistry(model_dir)).request_retrain(reason)
 
 
-def pending_retrain(model_dir: Path) -> list[dict[str, Any]]:
+def pending_retrain(
+    model_dir: Path, *, registry: ModelRegistry | None = None
+) -> list[dict[str, Any]]:
     """The retrain requests not yet served (oldest first)."""
-    try:
-        text = (model_dir / RETRAIN_FILE).read_text()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return (registry or ModelRegistry(model_dir)).retrain_requests()
 
 
 def retrained(
@@ -153,19 +151,8 @@ def retrained(
     """A training that read the log at ``started`` finished and is CURRENT: serve the
     requests made before it, and (``prune``, after an erasure) delete the versions
     older than it. Returns how many requests were served."""
-    marker = model_dir / RETRAIN_FILE
-    claimed = model_dir / f".{RETRAIN_FILE}.{os.getpid()}"
-    try:
-        marker.replace(claimed)
-    except FileNotFoundError:
-        return 0
-    requests = [json.loads(x) for x in claimed.read_text().splitlines() if x.strip()]
-    later = [r for r in requests if float(r["at"]) >= started]
-    if later:  # made while training: still to do
-        with marker.open("a") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in later)
-    claimed.unlink()
-    served = [r for r in requests if float(r["at"]) < started]
+    registry = registry or ModelRegistry(model_dir)
+    served = registry.serve_retrains(started)
     if prune and any(r["reason"] == "erasure" for r in served):
         prune_versions(model_dir, before=started, registry=registry)
     return len(served)
@@ -175,11 +162,11 @@ def retrain_pending(store: Store, settings: Settings) -> str | None:
     """Train and promote a bundle when a retrain was requested; the new version or None."""
     from shopcast.training.bundle import train_bundle
 
-    if not pending_retrain(settings.model_dir):
+    registry = open_registry(settings)
+    if not pending_retrain(settings.model_dir, registry=registry):
         return None
     started = time.time()
     bundle = train_bundle(store, settings.recommend)
-    registry = open_registry(settings)
     save_bundle(bundle, settings.model_dir, promote=True, registry=registry)
     prune = settings.privacy.erasure_prunes_models
     retrained(settings.model_dir, started, prune=prune, registry=registry)

@@ -415,7 +415,9 @@ class Engine:
                         fitted_until=self.history_cutoff,
                         roles=personal,
                     )
-                schedule_retrain(self.settings.model_dir, "consent")
+                schedule_retrain(
+                    self.settings.model_dir, "consent", registry=open_registry(self.settings)
+                )
 
     def erase_user(
         self, user_id: str, rows: Sequence[tuple[int, Event]], roles: Collection[str] | None

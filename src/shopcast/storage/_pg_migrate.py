@@ -18,9 +18,9 @@ import psycopg.errors
 from shopcast.errors import StorageError
 
 #: The newest revision this version of Shopcast knows (tests check it is Alembic's head).
-HEAD = "0003"
+HEAD = "0004"
 #: Every revision, oldest first.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 SCRIPT_LOCATION = Path(__file__).parent / "pg_migrations"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('shopcast-migrate:' || current_schema()))"
 

@@ -5,10 +5,12 @@ Layout of ``model_dir``::
     <version>/manifest.json   version, created_at, trained_until, data window, config, stats
     CURRENT                   the version in service (replaced atomically)
     history.jsonl             one line per promotion or rollback: version, previous, at, action
+    RETRAIN                   pending retrain requests (erasures), one JSON line each
 
 Every API process watches ``CURRENT`` and hot-swaps when it changes, so promoting
 from the CLI or from one process reaches all of them. With a PostgreSQL ``database_url``
-(``open_registry``) the versions, CURRENT and history are kept in the database too.
+(``open_registry``) the versions, CURRENT and history are kept in the database too, and
+the retrain requests only there (so every process and host's retrainer sees them).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Called as ``hook(model_dir, version)`` after every promotion or rollback (e.g. the
 #: Redis announcement of ``shopcast.online``, so other processes swap at once).
 PROMOTION_HOOKS: list[Callable[[Path, str], None]] = []
+#: The file of pending retrain requests in ``model_dir`` (file registry only).
+RETRAIN_FILE = "RETRAIN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,42 @@ class ModelRegistry:
 
     def register(self, version: str, manifest: dict[str, Any]) -> None:
         """Record a version just saved (a no-op here: the directory is the record)."""
+
+    # -- retrain requests (an erasure's or a consent withdrawal's; ``privacy.erasure``) --
+
+    @property
+    def _retrain_file(self) -> Path:
+        return self.model_dir / RETRAIN_FILE
+
+    def request_retrain(self, reason: str) -> None:
+        """Ask for a retrain on the log as it is now (a line in ``RETRAIN``)."""
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        with self._retrain_file.open("a") as fh:
+            fh.write(json.dumps({"reason": reason, "at": time.time()}) + "\n")
+
+    def retrain_requests(self) -> list[dict[str, Any]]:
+        """The requests not yet served, oldest first."""
+        try:
+            text = self._retrain_file.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def serve_retrains(self, started: float) -> list[dict[str, Any]]:
+        """Remove and return the requests made before ``started`` (a training that read
+        the log then is CURRENT); later ones stay pending."""
+        claimed = self.model_dir / f".{RETRAIN_FILE}.{os.getpid()}.{threading.get_ident()}"
+        try:
+            self._retrain_file.replace(claimed)
+        except FileNotFoundError:
+            return []
+        requests = [json.loads(x) for x in claimed.read_text().splitlines() if x.strip()]
+        later = [r for r in requests if float(r["at"]) >= started]
+        if later:  # made while training: still to do
+            with self._retrain_file.open("a") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in later)
+        claimed.unlink()
+        return [r for r in requests if float(r["at"]) < started]
 
     def history(self) -> list[dict[str, Any]]:
         if not self._history_file.is_file():

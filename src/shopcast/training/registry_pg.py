@@ -6,7 +6,8 @@ host sees a promotion at once and two promotions never interleave:
 
 * ``model_versions``: every version saved or promoted, with its manifest;
 * ``model_current``: the version in service (one row, changed under a table lock);
-* ``model_history``: one row per promotion or rollback.
+* ``model_history``: one row per promotion or rollback;
+* ``model_retrain``: pending retrain requests (erasures), instead of ``RETRAIN``.
 
 ``promote`` also mirrors ``CURRENT`` and ``history.jsonl`` into ``model_dir`` (while it
 holds the lock, so the mirror follows commit order) and then runs the registry's
@@ -128,6 +129,25 @@ class PgModelRegistry(ModelRegistry):
         entry = {"version": version, "previous": previous, "at": at, "action": action}
         with self._history_file.open("a") as fh:
             fh.write(json.dumps(entry) + "\n")
+
+    def request_retrain(self, reason: str) -> None:
+        """A retrain request (table ``model_retrain``), seen by every process and host."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO model_retrain (reason, at) VALUES (%s, %s)", [reason, time.time()]
+            )
+
+    def retrain_requests(self) -> list[dict[str, Any]]:
+        sql = "SELECT reason, at FROM model_retrain ORDER BY at, id"
+        rows = self._query(lambda c: c.execute(sql).fetchall())
+        return [{"reason": r, "at": float(a)} for r, a in rows]
+
+    def serve_retrains(self, started: float) -> list[dict[str, Any]]:
+        """Delete and return the requests made before ``started`` (once: two retrainers
+        finishing together each get their own)."""
+        sql = "DELETE FROM model_retrain WHERE at < %s RETURNING reason, at"
+        rows = self._query(lambda c: c.execute(sql, [started]).fetchall())
+        return sorted(({"reason": r, "at": float(a)} for r, a in rows), key=lambda r: r["at"])
 
     def history(self) -> list[dict[str, Any]]:
         sql = "SELECT version, previous, at, action FROM model_history ORDER BY id"

@@ -99,7 +99,7 @@ async def _socket(websocket: WebSocket, user_id: str) -> None:
     settings = websocket.app.state.settings
     tenant_name = "default"
     if settings.auth.enabled:
-        from shopcast.privacy.apikeys import KeyStore
+        from shopcast.privacy.apikeys import open_key_store
 
         stream_token = websocket.query_params.get("token")
         if stream_token:  # a signed stream token (POST /v1/users/{id}/stream-token)
@@ -114,7 +114,13 @@ async def _socket(websocket: WebSocket, user_id: str) -> None:
             auth = websocket.headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
                 token = auth[7:].strip()
-            key = KeyStore(settings.auth.keys_path).verify(token) if token else None
+            key = None
+            if token:
+                keys = open_key_store(settings)  # PostgreSQL's with a postgresql:// database
+                try:
+                    key = keys.verify(token)
+                finally:
+                    keys.close()
             if key is None or not key.allows("read"):
                 await websocket.close(code=4401)
                 return

@@ -1,0 +1,174 @@
+"""API keys on every backend (``ApiKeyStore``: SQLite file, PostgreSQL), and keys shared
+by several API processes on one PostgreSQL database."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from shopcast.api import create_app
+from shopcast.config import Settings
+from shopcast.errors import NotFoundError, ValidationError
+from shopcast.privacy._apikeys_pg import PgKeyStore
+from shopcast.privacy.apikeys import ApiKeyStore, KeyStore, open_key_store
+from shopcast.storage._postgres import split_url
+
+Opener = Callable[[], ApiKeyStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens a store on one backend; every store opened sees the same keys."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shop.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    settings = Settings(
+        environment="test", database_url=url, auth={"keys_path": tmp_path / "keys.db"}
+    )
+    opened: list[ApiKeyStore] = []
+
+    def open_one() -> ApiKeyStore:
+        store = open_key_store(settings)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+def test_the_backend_follows_the_database_url(opener: Opener) -> None:
+    store = opener()
+    assert isinstance(store, (KeyStore, PgKeyStore))
+
+
+def test_create_verify_list_revoke(opener: Opener) -> None:
+    store = opener()
+    key, token = store.create(["read", "ingest"], tenant="shop-a", name="web shop")
+    assert token.startswith(f"sck_{key.key_id}_")
+    found = store.verify(token)
+    assert found is not None
+    assert (found.key_id, found.scopes, found.tenant, found.name) == (
+        key.key_id,
+        frozenset({"read", "ingest"}),
+        "shop-a",
+        "web shop",
+    )
+    assert found.created_at == pytest.approx(key.created_at)
+    assert found.allows("read") and not found.allows("admin")
+    other, _ = store.create(["admin"])
+    assert [k.key_id for k in store.list()] == [key.key_id, other.key_id]
+    revoked = store.revoke(key.key_id)
+    assert revoked.revoked_at is not None
+    assert store.verify(token) is None
+    again = store.revoke(key.key_id)  # a second revoke keeps the first time
+    assert again.revoked_at == pytest.approx(revoked.revoked_at)
+    listed = {k.key_id: k for k in store.list()}
+    assert listed[key.key_id].revoked_at is not None and listed[other.key_id].revoked_at is None
+
+
+def test_wrong_malformed_and_unknown_tokens(opener: Opener) -> None:
+    store = opener()
+    _, token = store.create(["read"])
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert store.verify(forged) is None
+    assert store.verify("sck_000000000000_" + "A" * 43) is None  # well formed, unknown
+    assert store.verify("not-a-key") is None
+    assert store.verify(token + "x") is None
+    with pytest.raises(NotFoundError):
+        store.revoke("ffffffffffff")
+    with pytest.raises(ValidationError, match="scope"):
+        store.create(["owner"])
+    with pytest.raises(ValidationError):
+        store.create([])
+    assert store.verify(token) is not None
+
+
+def test_a_revocation_is_seen_by_another_store_at_once(opener: Opener) -> None:
+    one, two = opener(), opener()
+    key, token = one.create(["read"])
+    assert two.verify(token) is not None  # created by the other one
+    two.revoke(key.key_id)
+    assert one.verify(token) is None  # no cache: the next check refuses it
+
+
+def test_only_the_hash_is_stored_in_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    settings = Settings(environment="test", database_url=postgres_url)
+    store = open_key_store(settings)
+    try:
+        assert isinstance(store, PgKeyStore)
+        key, token = store.create(["admin"])
+        secret = token.rsplit("_", 1)[1]
+        with psycopg.connect(split_url(postgres_url)[0]) as conn:
+            rows = conn.execute("SELECT * FROM api_keys").fetchall()
+        assert len(rows) == 1 and key.key_id in rows[0]
+        assert not any(secret in str(v) for v in rows[0])
+    finally:
+        store.close()
+    assert not Path(settings.auth.keys_path).exists()  # no SQLite file on PostgreSQL
+
+
+def test_sqlite_keys_stay_in_the_keys_file(tmp_path: Path) -> None:
+    settings = Settings(
+        environment="test",
+        database_url=f"sqlite:///{tmp_path / 'shop.db'}",
+        auth={"keys_path": tmp_path / "keys.db"},
+    )
+    store = open_key_store(settings)
+    try:
+        assert isinstance(store, KeyStore)
+        store.create(["read"])
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "keys.db") as conn:
+        assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (1,)
+
+
+def _secure(url: str, tmp_path: Path, name: str) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=url,
+        model_dir=tmp_path / "models",
+        # each "process" its own keys file: on PostgreSQL it must not be used
+        auth={"enabled": True, "keys_path": tmp_path / f"{name}-keys.db"},
+    )
+
+
+def test_two_api_processes_on_one_database_share_keys_and_revocations(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two app instances (as ``serve --workers 2`` or two hosts) on one PostgreSQL
+    database; the key is made and revoked by the CLI, a third process."""
+    from shopcast.cli import app as cli
+
+    monkeypatch.setenv("SHOPCAST_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("SHOPCAST_MODEL_DIR", str(tmp_path / "models"))
+    runner = CliRunner()
+    made = runner.invoke(cli, ["keys", "create", "--scope", "read", "--name", "shop"])
+    assert made.exit_code == 0, made.output
+    token = made.output.strip().splitlines()[-1]
+    key_id = token.split("_")[1]
+    listed = runner.invoke(cli, ["keys", "list"])
+    assert listed.exit_code == 0 and key_id in listed.output, listed.output
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        TestClient(create_app(_secure(postgres_url, tmp_path, "a"))) as a,
+        TestClient(create_app(_secure(postgres_url, tmp_path, "b"))) as b,
+    ):
+        assert a.get("/v1/trending", headers=headers).status_code == 200
+        assert b.get("/v1/trending", headers=headers).status_code == 200
+        revoked = runner.invoke(cli, ["keys", "revoke", key_id])
+        assert revoked.exit_code == 0, revoked.output
+        for client in (a, b):  # both refuse it at the next request
+            r = client.get("/v1/trending", headers=headers)
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized", r.text
+    assert not (tmp_path / "a-keys.db").exists() and not (tmp_path / "b-keys.db").exists()
+    unknown = runner.invoke(cli, ["keys", "revoke", "ffffffffffff"])
+    assert unknown.exit_code != 0 and "ffffffffffff" in unknown.output
