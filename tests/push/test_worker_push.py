@@ -118,3 +118,29 @@ def test_worker_runs_the_triggers(
         handler.close()
         listener.stop()
         online.close()
+
+
+def test_api_with_workers_reacts_to_catalog_changes_only(tmp_path: Path) -> None:
+    """``push.in_process = false``: the API process leaves events to the workers but
+    handles the catalog changes it applies itself (a price drop here)."""
+    from fastapi.testclient import TestClient
+    from tests.push.test_api import ITEMS, push_settings
+
+    from shopcast.api import create_app
+
+    settings = push_settings(tmp_path, in_process=False, triggers={"price_drop": {"holdout": 0}})
+    with TestClient(create_app(settings)) as client:
+        assert client.put("/v1/items", json=ITEMS).status_code < 300
+        users = [{"user_id": "u1", "consent": {"push": True}}]
+        assert client.put("/v1/users", json=users).status_code < 300
+        for item in ("s1", "s2", "s3"):  # a session nudge, were events observed here
+            r = client.post("/v1/events", json={"type": "view", "user_id": "u1", "item_id": item})
+            assert r.status_code == 202
+        assert client.get("/v1/users/u1/push").json()["messages"] == []
+        (push,) = client.app.state.push.engines()  # type: ignore[attr-defined]
+        push.state.add_interest([("s1", "u1", "view", time.time())])  # as a worker records
+        cheaper = {**ITEMS[1], "price": ITEMS[1]["price"] / 2}
+        assert cheaper["item_id"] == "s1"
+        assert client.put("/v1/items", json=[cheaper]).status_code < 300
+        (msg,) = client.get("/v1/users/u1/push").json()["messages"]
+        assert msg["trigger"] == "price_drop"

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from shopcast.config import Settings
+from shopcast.domain import Event, Item
 from shopcast.push import scheduler
 from shopcast.push.attribution import Attribution
 from shopcast.push.engine import PushEngine, push_urls
@@ -35,6 +36,21 @@ log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _BY_STORE: dict[int, PushEngine] = {}  # id(store) -> the push engine over it (erasure)
+
+
+class CatalogListener:
+    """The engine listener of an API process when ``push.in_process`` is off: catalog
+    upserts go to the push engine (they are applied here, not on the event stream);
+    events are left to ``shopcast worker`` (``push.worker``)."""
+
+    def __init__(self, push: PushEngine) -> None:
+        self.push = push
+
+    def observe(self, events: Sequence[Event]) -> None:
+        return None
+
+    def observe_items(self, items: Sequence[Item]) -> None:
+        self.push.observe_items(items)
 
 
 class PushService:
@@ -74,8 +90,10 @@ class PushService:
                 hub=self.hub,
                 webhook_client=self.webhook_client,
             )
-            if tenant.settings.push.in_process:
-                tenant.engine.listeners.append(push)
+            # in process: every trigger; else the workers observe the event stream and
+            # this process reacts to the catalog changes it applies (price drop, …)
+            in_process = tenant.settings.push.in_process
+            tenant.engine.listeners.append(push if in_process else CatalogListener(push))
             if push.fanout is not None:  # streams on this process, pushes decided anywhere
                 self._listeners[tenant.name] = FanoutListener(push.fanout, push.wake).start()
             self._engines[tenant.name] = push
