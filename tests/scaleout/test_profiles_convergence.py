@@ -162,3 +162,45 @@ def test_without_redis_only_targeting_follows_other_processes(
         assert _funnel(two.get(f"/v1/users/{SHOPPER}/profile")) is None  # not followed
     with TestClient(create_app(settings)) as restarted:  # built from the log at start
         assert _funnel(restarted.get(f"/v1/users/{SHOPPER}/profile")) == (1, 1, 1)
+
+
+def test_a_tenants_profiles_converge_too(
+    postgres_url: str, redis_url: str, tmp_path: Path, small_shop: SimulatedShop
+) -> None:
+    """Every tenant's engine follows its own stream (``<prefix><tenant>:``), not only the
+    default's: two app instances on PostgreSQL + Redis, a key of tenant ``shop-b``."""
+    import psycopg
+
+    from shopcast.privacy.apikeys import open_key_store
+    from shopcast.privacy.tenants import tenant_settings
+    from shopcast.storage._postgres import split_url, url_schema
+
+    settings = Settings(
+        environment="test",
+        database_url=postgres_url,
+        model_dir=tmp_path / "models",
+        state={"url": redis_url},
+        auth={"enabled": True, "rate_limit": {"enabled": False}},
+    )
+    schema = url_schema(tenant_settings(settings, "shop-b").database_url)
+    keys = open_key_store(settings)
+    headers = {"X-API-Key": keys.create(["admin"], tenant="shop-b")[1]}
+    item = small_shop.items[0]
+    try:
+        with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+            assert one.put(f"/v1/items/{item.item_id}", json=item.model_dump(mode="json"),
+                           headers=headers).status_code == 200  # fmt: skip
+            assert _funnel(two.get(f"/v1/users/{SHOPPER}/profile", headers=headers)) is None
+            posted = one.post("/v1/events", json=_events(item), headers=headers)
+            assert posted.status_code == 202, posted.text
+            started, seen = time.monotonic(), None
+            while time.monotonic() - started < 30 and seen != (1, 1, 1):
+                seen = _funnel(two.get(f"/v1/users/{SHOPPER}/profile", headers=headers))
+                time.sleep(0.01)
+            assert seen == (1, 1, 1)
+            default = two.get(f"/v1/users/{SHOPPER}/profile")  # auth on: no key, no data
+            assert default.status_code == 401
+    finally:
+        keys.close()
+        with psycopg.connect(split_url(postgres_url)[0], autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -95,12 +95,20 @@ def create_app(
         # Shared online state (Redis): follow other processes' events, swap on promotion.
         sync = OnlineSync(app.state.engine, lambda: _reload_all(app.state.tenants)).start()
         app.state.online_sync = sync
+        tenant_syncs: list[OnlineSync] = []  # every other tenant follows its own stream
+        app.state.tenants.on_open.append(
+            lambda t: tenant_syncs.append(
+                OnlineSync(t.engine, lambda: _reload_all(app.state.tenants)).start()
+            )
+        )
         app.state.push = PushService(settings)  # push engines per tenant + scheduler
         app.state.push.start(app.state.tenants)
         try:
             yield
         finally:
             sync.stop()
+            for tenant_sync in tenant_syncs:
+                tenant_sync.stop()
             watcher.cancel()
             upkeep.cancel()
             if learner is not None:
