@@ -156,6 +156,10 @@ class TrainingSettings(BaseModel):
     )
     embedding_dim: int = Field(48, ge=4, le=1024)
     embedding_epochs: int = Field(20, ge=1, le=1000)
+    mf: bool = Field(
+        False, description="Fit incremental implicit ALS (serves 'mf'; fold-in on every event)"
+    )
+    mf_factors: int = Field(64, ge=2, le=1024)
     seed: int = 0
 
 

@@ -49,7 +49,11 @@ def test_new_user_is_folded_in_closed_form(
     model.learn(_batch(users, items, [("u:newcomer", i, "view") for i in liked]))
     row = model.subjects_.of(Context(now=0.0, user_id="newcomer"))
     assert row >= 0
-    # the stored factors are the exact ridge solution for that row
+    # the stored factors are the exact ridge solution for that row (its events wait in
+    # the buffer; merging moves them into the history without touching the factors)
+    before = model.P_[row].copy()
+    model.merge()
+    np.testing.assert_array_equal(model.P_[row], before)
     sub = model.history_[[row]].tocoo()
     exact = model._solve(
         sub.row.astype(np.int64), 1, model.Q_, sub.col.astype(np.int64), 1 + model.alpha * sub.data

@@ -35,6 +35,7 @@ from shopcast.domain import EventType, Recommendation, RecommendedItem
 from shopcast.errors import StateUnavailableError
 from shopcast.models._base import EVENT_CODES, Context
 from shopcast.serving.catalog import CatalogIndex
+from shopcast.serving.factor_source import FactorSource
 from shopcast.serving.ranker import LearnedRanker, RankStage, UserStates
 from shopcast.serving.rerank import MMR
 from shopcast.serving.rules import (
@@ -81,6 +82,7 @@ SCENES: dict[str, dict[str, float]] = {
         "recently_viewed": 0.5,
         "sequence": 0.8,
         "embedding": 0.7,
+        "mf": 0.6,
         "buy_again": 0.6,
         "new_arrivals": 0.08,
         "category_popular": 0.15,
@@ -90,6 +92,7 @@ SCENES: dict[str, dict[str, float]] = {
         "covisit": 1.0,
         "sequence": 0.5,
         "embedding": 0.3,
+        "mf": 0.2,
         "bought_together": 0.5,
         "recently_viewed": 0.2,
         "category_popular": 0.3,
@@ -159,6 +162,7 @@ class RecommendPipeline:
                 NewArrivalsSource(bundle, catalog, content, new_arrival_days),
                 ModelSource(bundle, "sequence"),
                 EmbeddingSource(bundle, "embedding"),
+                FactorSource(bundle, catalog),
             )
         }
         self.rules: list[Rule] = [

@@ -137,6 +137,11 @@ def optional_models(
             seed=training.seed,
             side=side,
         )
+    if training.mf:  # incremental MF; new catalog items get content factors (foldin.py)
+        from shopcast.training.foldin import OnlineALS
+
+        catalog = list(store.items.scan()) if store is not None else None
+        out["mf"] = OnlineALS(n_factors=training.mf_factors, seed=training.seed, catalog=catalog)
     if training.sequence:
         out["sequence"] = SASRec(
             hidden=training.sequence_hidden,
@@ -289,7 +294,10 @@ def _model_class(name: str) -> type[Recommender]:
     """``model_class`` plus the learned ranker, which ranks candidate features and so is
     not in ``MODELS`` (no model contract, no benchmark entry)."""
     from shopcast.serving.ranker import LearnedRanker
+    from shopcast.training.foldin import OnlineALS
 
+    if name == OnlineALS.name:
+        return OnlineALS
     return LearnedRanker if name == LearnedRanker.name else model_class(name)
 
 

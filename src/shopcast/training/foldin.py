@@ -24,7 +24,9 @@ map is refitted when needed, not persisted.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -32,7 +34,7 @@ import scipy.sparse as sp
 
 from shopcast.domain import Item
 from shopcast.features.text import TfidfText
-from shopcast.models._base import FloatArray, IntArray, Interactions, Vocabulary
+from shopcast.models._base import Context, FloatArray, IntArray, Interactions, Vocabulary
 from shopcast.models._common import weight_array
 from shopcast.models._data import SubjectIndex, user_item_matrix
 from shopcast.models.ials import ImplicitALS
@@ -77,13 +79,42 @@ class ContentEmbedder:
 
 
 class OnlineALS(ImplicitALS):
-    """Implicit ALS with closed-form online updates (see the module docstring)."""
+    """Implicit ALS with closed-form online updates (see the module docstring).
+
+    New events wait in a small buffer beside the fitted history (a CSR matrix and its
+    CSC copy), so an update costs what the touched rows and columns hold, not a copy of
+    the whole history; the buffer is merged every ``merge_every`` pairs and on save.
+    ``catalog`` (items with their metadata) fits the content map after ``fit``; it is
+    saved with the model (TF-IDF terms + ridge weights, ``.npz``/JSON, no pickle).
+    """
 
     name: ClassVar[str] = "ials_online"
 
-    def __init__(self, *args: Any, item_min_events: int = 5, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        item_min_events: int = 5,
+        merge_every: int = 20_000,
+        catalog: Sequence[Item] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.item_min_events = item_min_events
+        self.merge_every = merge_every
+        self.catalog = catalog
+        self._pending: dict[tuple[int, int], float] = {}
+        self._pending_per_item: dict[int, int] = {}
+        self._lock = threading.RLock()
+        self._catalog_revision = -1
+
+    def fit(self, data: Interactions) -> Self:
+        with self._lock:
+            super().fit(data)
+            self._pending, self._pending_per_item = {}, {}
+            self._csc = self.history_.tocsc()
+            if self.catalog:
+                self.fit_content(self.catalog, data.items)
+            return self
 
     # -- online -----------------------------------------------------------------------
 
@@ -91,54 +122,119 @@ class OnlineALS(ImplicitALS):
         """Fold in the subjects and items of ``data`` (vocabularies may have grown)."""
         if not len(data):
             return
-        keys = [data.users.id(int(u)) for u in data.user.tolist()]
-        rows = self._rows_for(keys)
-        self._grow_items(len(data.items))
-        w = weight_array(self.event_weights)[data.type]
-        keep = w > 0
-        delta = sp.csr_array((w[keep], (rows[keep], data.item[keep])), shape=self.history_.shape)
-        self.history_ = (self.history_ + delta).tocsr()
-        items = np.unique(data.item[keep])
-        counts = np.diff(self.history_.tocsc().indptr)[items]
-        self._solve_items(items[counts >= self.item_min_events])  # items first: users
-        self._solve_users(np.unique(rows[keep]))  # then get the exact solve for the new Y
+        with self._lock:
+            keys = [data.users.id(int(u)) for u in data.user.tolist()]
+            rows = self._rows_for(keys)
+            self._grow_items(len(data.items))
+            w = weight_array(self.event_weights)[data.type]
+            keep = w > 0
+            for r, i, v in zip(
+                rows[keep].tolist(), data.item[keep].tolist(), w[keep].tolist(), strict=True
+            ):
+                if (r, i) not in self._pending:
+                    self._pending_per_item[i] = self._pending_per_item.get(i, 0) + 1
+                self._pending[(r, i)] = self._pending.get((r, i), 0.0) + v
+            items = np.unique(data.item[keep])
+            fitted = self._fitted_counts(items)
+            buffered = np.array([self._pending_per_item.get(i, 0) for i in items.tolist()])
+            counts = fitted + buffered if items.size else fitted
+            self._solve_items(items[counts >= self.item_min_events])  # items first: users
+            self._solve_users(np.unique(rows[keep]))  # then get the exact solve for the new Y
+            if len(self._pending) >= self.merge_every:
+                self.merge()
+
+    def merge(self) -> None:
+        """Move the buffered events into the fitted history."""
+        with self._lock:
+            if not self._pending:
+                return
+            (r, c), v = zip(*self._pending.keys(), strict=True), list(self._pending.values())
+            shape = (self.P_.shape[0], self.Q_.shape[0])
+            delta = sp.csr_array((np.asarray(v), (np.asarray(r), np.asarray(c))), shape=shape)
+            self.history_ = sp.csr_array(self._padded(shape) + delta)
+            self._csc = self.history_.tocsc()
+            self._pending, self._pending_per_item = {}, {}
 
     def _rows_for(self, keys: list[str]) -> IntArray:
-        index = dict(zip(self.subjects_.keys.tolist(), range(len(self.subjects_)), strict=True))
+        """Rows of the subjects; new ones get a row of factors (their history stays in
+        the buffer until the next merge)."""
+        index = self.subjects_._index
         new = [k for k in dict.fromkeys(keys) if k not in index]
         if new:
-            for k in new:
-                index[k] = len(index)
             self.subjects_ = SubjectIndex([*self.subjects_.keys.tolist(), *new])
             self.P_ = np.vstack([self.P_, np.zeros((len(new), self.n_factors))])
-            self.history_ = sp.csr_array(
-                sp.vstack([self.history_, sp.csr_array((len(new), self.history_.shape[1]))])
-            )
+            index = self.subjects_._index
         return np.array([index[k] for k in keys], dtype=np.int64)
 
     def _grow_items(self, n_items: int) -> None:
         extra = n_items - self.Q_.shape[0]
         if extra > 0:
             self.Q_ = np.vstack([self.Q_, np.zeros((extra, self.n_factors))])
-            self.history_ = sp.csr_array(
-                sp.hstack([self.history_, sp.csr_array((self.history_.shape[0], extra))])
+
+    def _padded(self, shape: tuple[int, int]) -> Any:
+        """The fitted history grown to ``shape`` (new subjects and items: empty)."""
+        h = self.history_
+        if h.shape == shape:
+            return h
+        h = sp.csr_array(sp.vstack([h, sp.csr_array((shape[0] - h.shape[0], h.shape[1]))]))
+        return sp.csr_array(sp.hstack([h, sp.csr_array((shape[0], shape[1] - h.shape[1]))]))
+
+    def _fitted_counts(self, items: IntArray) -> IntArray:
+        """Fitted interactions per item (0 for items newer than the fitted history)."""
+        counts = np.diff(self._csc.indptr)
+        inside = items < counts.shape[0]
+        out = np.zeros(items.shape[0], dtype=np.int64)
+        out[inside] = counts[items[inside]]
+        return out
+
+    def _entries(self, axis: int, keys: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+        """``(group, other, weight)`` of the rows (axis 0) or columns (axis 1) ``keys``:
+        fitted history plus buffered events, summed per pair."""
+        pos = {int(k): g for g, k in enumerate(keys.tolist())}
+        inside = np.flatnonzero(keys < self.history_.shape[axis])
+        if axis == 0:
+            sub = self.history_[keys[inside]].tocoo()
+            group, other = inside[sub.row].astype(np.int64), sub.col.astype(np.int64)
+        else:
+            sub = self._csc[:, keys[inside]].tocoo()
+            group, other = inside[sub.col].astype(np.int64), sub.row.astype(np.int64)
+        extra = [
+            (pos[rc[axis]], rc[1 - axis], v) for rc, v in self._pending.items() if rc[axis] in pos
+        ]
+        if extra:
+            g, o, v = (np.asarray(x) for x in zip(*extra, strict=True))
+            m = (
+                sp.coo_array(
+                    (
+                        np.concatenate([sub.data, v.astype(np.float64)]),
+                        (
+                            np.concatenate([group, g.astype(np.int64)]),
+                            np.concatenate([other, o.astype(np.int64)]),
+                        ),
+                    ),
+                    shape=(len(keys), (self.Q_ if axis == 0 else self.P_).shape[0]),
+                )
+                .tocsr()
+                .tocoo()
             )
+            return m.row.astype(np.int64), m.col.astype(np.int64), m.data
+        return group, other, sub.data
 
     def _solve_users(self, users: IntArray) -> None:
         if users.size:
-            sub = self.history_[users].tocoo()
-            conf = 1.0 + self.alpha * sub.data
-            self.P_[users] = self._solve(
-                sub.row.astype(np.int64), users.size, self.Q_, sub.col.astype(np.int64), conf
-            )
+            group, item, w = self._entries(0, users)
+            conf = 1.0 + self.alpha * w
+            self.P_[users] = self._solve(group, users.size, self.Q_, item, conf)
 
     def _solve_items(self, items: IntArray) -> None:
         if items.size:
-            sub = self.history_.tocsc()[:, items].tocoo()
-            conf = 1.0 + self.alpha * sub.data
-            self.Q_[items] = self._solve(
-                sub.col.astype(np.int64), items.size, self.P_, sub.row.astype(np.int64), conf
-            )
+            group, user, w = self._entries(1, items)
+            conf = 1.0 + self.alpha * w
+            self.Q_[items] = self._solve(group, items.size, self.P_, user, conf)
+
+    def score_all(self, contexts: Sequence[Context]) -> FloatArray:
+        with self._lock:
+            return super().score_all(contexts)
 
     # -- content ------------------------------------------------------------------------
 
@@ -146,27 +242,73 @@ class OnlineALS(ImplicitALS):
         self, items: Sequence[Item], vocab: Vocabulary, **kwargs: Any
     ) -> ContentEmbedder:
         """The content map fitted on the catalog items that have interactions."""
-        counts = np.diff(self.history_.tocsc().indptr)
-        rows = vocab.indices([i.item_id for i in items])
-        ok = (rows >= 0) & (rows < counts.shape[0])
-        ok[ok] &= counts[rows[ok]] > 0
-        known = [i for i, k in zip(items, ok.tolist(), strict=True) if k]
-        self.content_ = ContentEmbedder(**kwargs).fit(known, self.Q_[rows[ok]])
-        return self.content_
+        with self._lock:
+            counts = np.diff(self.history_.tocsc().indptr)
+            rows = vocab.indices([i.item_id for i in items])
+            ok = (rows >= 0) & (rows < counts.shape[0])
+            ok[ok] &= counts[rows[ok]] > 0
+            known = [i for i, k in zip(items, ok.tolist(), strict=True) if k]
+            self.content_ = ContentEmbedder(**kwargs).fit(known, self.Q_[rows[ok]])
+            return self.content_
 
     def add_items(self, items: Sequence[Item], vocab: Vocabulary) -> int:
         """Content factors for catalog items without interactions (new items); returns
         how many. ``vocab`` grows to hold them."""
-        if not hasattr(self, "content_"):
+        if not hasattr(self, "content_") or not items:
             return 0
-        rows = vocab.indices([i.item_id for i in items], add=True)
-        self._grow_items(len(vocab))
-        counts = np.diff(self.history_.tocsc().indptr)
-        fresh = [(r, i) for r, i in zip(rows.tolist(), items, strict=True) if counts[r] == 0]
-        if fresh:
-            idx = np.array([r for r, _ in fresh], dtype=np.int64)
-            self.Q_[idx] = self.content_.embed([i for _, i in fresh])
-        return len(fresh)
+        with self._lock:
+            rows = vocab.indices([i.item_id for i in items], add=True)
+            self._grow_items(len(vocab))
+            counts = self._fitted_counts(rows)
+            fresh = [
+                (r, i)
+                for r, i, n in zip(rows.tolist(), items, counts.tolist(), strict=True)
+                if n == 0 and r not in self._pending_per_item
+            ]
+            if fresh:
+                idx = np.array([r for r, _ in fresh], dtype=np.int64)
+                self.Q_[idx] = self.content_.embed([i for _, i in fresh])
+            return len(fresh)
+
+    def sync_catalog(self, catalog: Any, vocab: Vocabulary) -> int:
+        """Content factors for the items a serving catalog (``CatalogIndex``) gained
+        since the last call; cheap when nothing changed (its ``revision``)."""
+        revision = int(getattr(catalog, "revision", 0))
+        if revision == self._catalog_revision or not hasattr(self, "content_"):
+            return 0
+        with self._lock:
+            start = self.Q_.shape[0]
+            counts = self._fitted_counts(np.arange(len(vocab), dtype=np.int64))
+            new = [
+                item
+                for idx in range(len(vocab))
+                if (idx >= start or (counts[idx] == 0 and not self.Q_[idx].any()))
+                and (item := catalog.get(idx)) is not None
+            ]
+            self._catalog_revision = revision
+            return self.add_items(new, vocab)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        self.merge()
+        super().save(path)
+        if hasattr(self, "content_"):
+            content = self.content_
+            content.text_.save(path / "content_text")
+            np.savez(path / "content.npz", allow_pickle=False, W=content.W_)
+
+    @classmethod
+    def load(cls, path: Path, items: Vocabulary) -> Self:
+        model = super().load(path, items)
+        model._csc = model.history_.tocsc()
+        if (path / "content.npz").is_file():
+            content = ContentEmbedder()
+            content.text_ = TfidfText.load(path / "content_text")
+            with np.load(path / "content.npz", allow_pickle=False) as arrays:
+                content.W_ = arrays["W"]
+            model.content_ = content
+        return model
 
     # -- warm start ----------------------------------------------------------------------
 
@@ -185,4 +327,6 @@ class OnlineALS(ImplicitALS):
         for _ in range(iterations):
             self.P_ = self._solve(user, w.shape[0], self.Q_, item, conf)
             self.Q_ = self._solve(item, n_items, self.P_, user, conf)
+        self._csc = self.history_.tocsc()
+        self._pending, self._pending_per_item = {}, {}
         return self
