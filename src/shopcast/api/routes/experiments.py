@@ -53,7 +53,7 @@ def delete_experiment(request: Request, experiment_id: str) -> Response:
 @router.get("/v1/experiments/{experiment_id}/report")
 async def experiment_report(request: Request, experiment_id: str) -> dict[str, Any]:
     """Per-variant CTR, conversion and RPM with intervals, tests against the control."""
-    tracker = _tracker(request)
+    tracker = await run_in_threadpool(_tracker, request)  # flushes impressions (disk)
     settings = settings_of(request)
     return await run_in_threadpool(service.report, settings, tracker, experiment_id)
 
@@ -77,7 +77,7 @@ async def promote_experiment(
 ) -> dict[str, Any]:
     """Stop the experiment and serve the variant's model version (CURRENT)."""
     body = body or PromoteBody()
-    tracker = _tracker(request)
+    tracker = await run_in_threadpool(_tracker, request)  # flushes impressions (disk)
     out = await run_in_threadpool(
         service.promote,
         settings_of(request),
@@ -112,7 +112,8 @@ async def off_policy(request: Request, body: OPEBody) -> dict[str, Any]:
 
     if body.scene is not None and body.scene not in PUBLIC_SCENES:
         raise ValidationError("invalid scene", [FieldError("scene", "unknown scene")])
-    tracker, engine, settings = _tracker(request), engine_of(request), settings_of(request)
+    tracker = await run_in_threadpool(_tracker, request)  # flushes impressions (disk)
+    engine, settings = engine_of(request), settings_of(request)
     logged = tracker.attributed(fresh=True)
     if body.since is not None:
         logged = logged.filter(pl.col("ts") >= body.since)

@@ -34,7 +34,7 @@ async def online_metrics(
     """CTR, conversion, revenue per mille, click position, coverage and diversity of the
     recommendations shown, per window, overall and by model version, scene, source,
     position and experiment variant."""
-    tracker = _tracker(request)
+    tracker = await run_in_threadpool(_tracker, request)  # flushes impressions (disk)
     return await run_in_threadpool(tracker.metrics, window_s)
 
 
@@ -42,7 +42,7 @@ async def online_metrics(
 async def prometheus(request: Request) -> Response:
     """Prometheus text: API request counts and latency histograms, online metrics."""
     telemetry: Telemetry = request.app.state.telemetry
-    tracker = _tracker(request)
+    tracker = await run_in_threadpool(_tracker, request)  # flushes impressions (disk)
     online = CollectorRegistry(auto_describe=True)
     online.register(OnlineCollector(tracker.metrics))
     body = generate_latest(telemetry.registry) + await run_in_threadpool(generate_latest, online)
