@@ -25,6 +25,7 @@ from shopcast.training.registry import RETRAIN_FILE, ModelRegistry, open_registr
 from shopcast.training.registry_pg import PgModelRegistry
 
 Opener = Callable[[], ModelRegistry]
+OPENED: dict[str, Settings] = {}  # the settings of each test's deployment
 
 
 def _settings(url: str, tmp_path: Path) -> Settings:
@@ -44,7 +45,9 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     else:
         url = request.getfixturevalue("postgres_url")
     settings = _settings(url, tmp_path)
+    OPENED[request.node.nodeid] = settings
     yield lambda: open_registry(settings)
+    del OPENED[request.node.nodeid]
 
 
 def test_requests_are_seen_by_every_registry(opener: Opener) -> None:
@@ -131,5 +134,25 @@ def test_an_erasure_on_one_process_is_retrained_by_another(
         assert maintain(store, settings)["retrained"] is None  # nothing left to do
         bundle_users = store.events.scan(subject=f"u:{user}")
         assert bundle_users == []
+    finally:
+        store.close()
+
+
+def test_one_retrainer_at_a_time(opener: Opener, request: pytest.FixtureRequest) -> None:
+    """While one process trains for the pending requests, another's maintenance does not
+    start a second training for them; afterwards it may."""
+    settings = OPENED[request.node.nodeid]
+    one, two = opener(), opener()
+    schedule_retrain(settings.model_dir, "erasure", registry=two)
+    store = open_store(settings.database_url)  # an empty shop: nothing to train on
+    try:
+        with one.retrain_turn() as first:
+            assert first is True
+            with two.retrain_turn() as second:
+                assert second is False
+            assert maintain(store, settings)["retrained"] is None  # not its turn
+            assert [r["reason"] for r in two.retrain_requests()] == ["erasure"]  # kept
+        with two.retrain_turn() as later:
+            assert later is True
     finally:
         store.close()

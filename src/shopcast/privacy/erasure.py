@@ -165,9 +165,12 @@ def retrain_pending(store: Store, settings: Settings) -> str | None:
     registry = open_registry(settings)
     if not pending_retrain(settings.model_dir, registry=registry):
         return None
-    started = time.time()
-    bundle = train_bundle(store, settings.recommend)
-    save_bundle(bundle, settings.model_dir, promote=True, registry=registry)
-    prune = settings.privacy.erasure_prunes_models
-    retrained(settings.model_dir, started, prune=prune, registry=registry)
+    with registry.retrain_turn() as mine:  # one process or host trains for them
+        if not mine or not pending_retrain(settings.model_dir, registry=registry):
+            return None  # another one is training, or has served them meanwhile
+        started = time.time()
+        bundle = train_bundle(store, settings.recommend)
+        save_bundle(bundle, settings.model_dir, promote=True, registry=registry)
+        prune = settings.privacy.erasure_prunes_models
+        retrained(settings.model_dir, started, prune=prune, registry=registry)
     return bundle.version

@@ -21,7 +21,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,6 +141,22 @@ class ModelRegistry:
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    @contextmanager
+    def retrain_turn(self) -> Iterator[bool]:
+        """True for one process at a time (the others get False at once): who trains for
+        the pending requests (a ``flock`` on ``.retrain.lock``)."""
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        with (self.model_dir / ".retrain.lock").open("a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def serve_retrains(self, started: float) -> list[dict[str, Any]]:
         """Remove and return the requests made before ``started`` (a training that read

@@ -36,6 +36,9 @@ from shopcast.training.registry import PROMOTION_HOOKS, ModelInfo, ModelRegistry
 
 log = logging.getLogger(__name__)
 _migrated: set[str] = set()
+_RETRAIN_KEY = "hashtext('shopcast-retrain:' || current_schema())"
+_RETRAIN_LOCK = f"SELECT pg_try_advisory_lock({_RETRAIN_KEY})"
+_RETRAIN_UNLOCK = f"SELECT pg_advisory_unlock({_RETRAIN_KEY})"
 _migrated_lock = threading.Lock()
 
 
@@ -141,6 +144,24 @@ class PgModelRegistry(ModelRegistry):
         sql = "SELECT reason, at FROM model_retrain ORDER BY at, id"
         rows = self._query(lambda c: c.execute(sql).fetchall())
         return [{"reason": r, "at": float(a)} for r, a in rows]
+
+    @contextmanager
+    def retrain_turn(self) -> Iterator[bool]:
+        """One process or host at a time: a session advisory lock per schema, held on a
+        connection of its own while the block runs (released if the process dies)."""
+        with (
+            PgDatabase.errors_of(self.conninfo),
+            psycopg.connect(
+                self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            ) as conn,
+        ):
+            row = conn.execute(_RETRAIN_LOCK).fetchone()
+            mine = bool(row and row[0])
+            try:
+                yield mine
+            finally:
+                if mine:
+                    conn.execute(_RETRAIN_UNLOCK)
 
     def serve_retrains(self, started: float) -> list[dict[str, Any]]:
         """Delete and return the requests made before ``started`` (once: two retrainers
