@@ -195,6 +195,10 @@ def serve(
     _serve(settings, host or settings.api.host, port or settings.api.port, workers=workers)
 
 
+#: How long `serve --workers N` lets a worker process go without answering its supervisor.
+WORKER_STARTUP_S = 600
+
+
 def _serve(settings: Settings, host: str, port: int, *, workers: int = 1) -> None:
     import uvicorn
 
@@ -216,6 +220,9 @@ def _serve(settings: Settings, host: str, port: int, *, workers: int = 1) -> Non
             "shopcast.api:app_from_env",
             factory=True,
             workers=workers,
+            # a worker loading a large store is busy for minutes before it serves: without
+            # this the supervisor's 5 s ping kills and restarts it, forever
+            timeout_worker_healthcheck=WORKER_STARTUP_S,
             host=host,
             port=port,
             log_level="info",
