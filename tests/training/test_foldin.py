@@ -113,3 +113,14 @@ def test_warm_start_matches_a_cold_fit(
         ]
     )
     assert overlap > 0.6
+
+
+def test_a_copy_learns_on_its_own(fitted: tuple[OnlineALS, Vocabulary, Vocabulary]) -> None:
+    import copy
+
+    model, users, items = fitted
+    clone = copy.deepcopy(model)
+    assert clone._lock is not model._lock
+    clone.learn(_batch(users, items, [("u:copy-only", items.id(0), "view")]))
+    assert clone.subjects_.of(Context(now=0.0, user_id="copy-only")) >= 0
+    assert model.subjects_.of(Context(now=0.0, user_id="copy-only")) < 0

@@ -24,6 +24,7 @@ map is refitted when needed, not persisted.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +107,15 @@ class OnlineALS(ImplicitALS):
         self._pending_per_item: dict[int, int] = {}
         self._lock = threading.RLock()
         self._catalog_revision = -1
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        """A copy with its own lock (a lock cannot be copied)."""
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            fresh = threading.RLock() if key == "_lock" else copy.deepcopy(value, memo)
+            setattr(clone, key, fresh)
+        return clone
 
     def fit(self, data: Interactions) -> Self:
         with self._lock:
