@@ -4,6 +4,7 @@ by several API processes on one PostgreSQL database."""
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -172,3 +173,28 @@ def test_two_api_processes_on_one_database_share_keys_and_revocations(
     assert not (tmp_path / "a-keys.db").exists() and not (tmp_path / "b-keys.db").exists()
     unknown = runner.invoke(cli, ["keys", "revoke", "ffffffffffff"])
     assert unknown.exit_code != 0 and "ffffffffffff" in unknown.output
+
+
+def test_the_app_closes_its_key_store_and_reopens_it(postgres_url: str, tmp_path: Path) -> None:
+    """The pool opened for the keys is closed when the app stops (no connection left
+    behind per app); an app started again opens it again."""
+    name = f"sctest-{uuid.uuid4().hex[:8]}"  # tells this app's connections apart
+    app_url = f"{postgres_url}&application_name={name}"
+    keys = open_key_store(Settings(environment="test", database_url=postgres_url))
+    headers = {"X-API-Key": keys.create(["read"])[1]}
+    app = create_app(_secure(app_url, tmp_path, "a"))
+
+    def connections() -> int:
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        with psycopg.connect(split_url(postgres_url)[0]) as conn:
+            row = conn.execute(sql, [name]).fetchone()
+        return int(row[0]) if row else 0
+
+    try:
+        for _ in range(2):
+            with TestClient(app) as c:
+                assert c.get("/v1/trending", headers=headers).status_code == 200
+                assert connections() > 0
+            assert connections() == 0  # every pool of the app closed on shutdown
+    finally:
+        keys.close()

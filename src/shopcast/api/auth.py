@@ -172,6 +172,8 @@ class AuthMiddleware:
         self.app = app
         self.settings = settings
         self._keys = keys
+        self._own_keys = keys is None  # closed at shutdown only when opened here
+        self._own_limiter = limiter is None
         self.limiter = limiter if limiter is not None else open_limiter(settings)
 
     @property
@@ -181,11 +183,12 @@ class AuthMiddleware:
         return self._keys
 
     def close(self) -> None:
-        """Close the key store and the limiter (reopened on the next request)."""
-        keys, self._keys = self._keys, None
-        if keys is not None:
-            keys.close()
-        if self.limiter is not None:
+        """Close the key store and the limiter opened here (reopened on the next request)."""
+        if self._own_keys:
+            keys, self._keys = self._keys, None
+            if keys is not None:
+                keys.close()
+        if self._own_limiter and self.limiter is not None:
             self.limiter.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
