@@ -144,3 +144,93 @@ def test_api_with_workers_reacts_to_catalog_changes_only(tmp_path: Path) -> None
         assert client.put("/v1/items", json=[cheaper]).status_code < 300
         (msg,) = client.get("/v1/users/u1/push").json()["messages"]
         assert msg["trigger"] == "price_drop"
+
+
+WORKER_CONFIG = """
+[push]
+in_process = false
+min_gap = 0
+tick_interval_s = 0.5
+[push.quiet_hours]
+enabled = false
+[push.triggers.session_nudge]
+holdout = 0
+"""
+
+
+@pytest.mark.server
+def test_push_survives_the_api_process_killed_after_the_202(
+    redis_url: str, tmp_path: Path, small_shop: SimulatedShop
+) -> None:
+    """Real processes: ``shopcast serve`` takes three views and is SIGKILLed right after
+    the last 202; ``shopcast worker`` still decides the session nudge from the stream."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from tests.online.test_processes import free_port, wait_healthy
+
+    settings = prepare_shop(tmp_path, small_shop)
+    config = tmp_path / "shopcast.toml"
+    config.write_text(WORKER_CONFIG)
+    env = {
+        **os.environ,
+        "SHOPCAST_CONFIG": str(config),
+        "SHOPCAST_DATABASE_URL": settings.database_url,
+        "SHOPCAST_MODEL_DIR": str(settings.model_dir),
+        "SHOPCAST_STATE__URL": redis_url,
+        "SHOPCAST_AUTH__ENABLED": "false",
+        "SHOPCAST_ENVIRONMENT": "test",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    port = free_port()
+    api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
+    api = subprocess.Popen(
+        [sys.executable, "-m", "shopcast.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=api_log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    worker = None
+    user = "crash-shopper"
+    outbox = open_outbox(settings.database_url)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, api, api_log)
+        with httpx.Client(timeout=30) as http:
+            r = http.put(f"{url}/v1/users", json=[{"user_id": user, "consent": {"push": True}}])
+            assert r.status_code < 300, r.text
+            for item in _category_items(small_shop):
+                r = http.post(
+                    f"{url}/v1/events", json={"type": "view", "user_id": user, "item_id": item}
+                )
+                assert r.status_code == 202, r.text
+        api.send_signal(signal.SIGKILL)  # the API process dies right after the 202
+        api.wait(10)
+        assert outbox.history(user) == []  # it decided nothing itself
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "shopcast.cli", "worker", "--name", "w1"],
+            env=env,
+            stdout=worker_log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120  # sanity bound (the worker loads the model)
+        while not outbox.history(user):
+            if worker.poll() is not None:
+                pytest.fail(f"worker exited: {worker_log.read_text()[-3000:]}")
+            assert time.monotonic() < deadline, worker_log.read_text()[-3000:]
+            time.sleep(0.2)
+        (msg,) = outbox.history(user)
+        assert msg.trigger == "session_nudge" and msg.channel == "live"
+    finally:
+        outbox.close()
+        if api.poll() is None:
+            api.kill()
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
