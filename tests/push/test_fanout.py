@@ -266,3 +266,38 @@ def test_wakeup_claims_and_acks_once(redis_url: str) -> None:
         state.close()
         journal.close()
         conn.close()
+
+
+def test_wakeup_only_on_the_first_attempt() -> None:
+    """A live push nobody holds a stream for wakes the other processes once, when it is
+    decided; the pollers' later retries publish nothing (no Redis traffic per retry)."""
+
+    class Notes:
+        def __init__(self) -> None:
+            self.calls: list[list[str]] = []
+
+        def notify(self, users: object) -> int:
+            self.calls.append(sorted(users))  # type: ignore[call-overload]
+            return 0
+
+    notes = Notes()
+    clock = Clock()
+    engine = PushEngine(
+        push_settings(),
+        outbox=open_outbox("memory://"),
+        state=PushState("sqlite://:memory:"),
+        journal=Attribution("sqlite://:memory:"),
+        items=FakeItems(catalog()),
+        users=consenting("u1").get,
+        clock=clock,
+        hub=StreamHub(),
+        fanout=notes,  # type: ignore[arg-type]
+    )
+    try:
+        engine.observe([ev("view", i, ts=T0) for i in ("s0", "s1", "s2")])
+        assert notes.calls == [["u1"]]
+        for _ in range(3):  # the poller retries every live_retry_s: no stream anywhere
+            assert engine.deliver(clock.advance(2.0), channel=LIVE).retried == 1
+        assert notes.calls == [["u1"]]
+    finally:
+        engine.close()

@@ -472,8 +472,8 @@ class PushEngine:
                     self.outbox.fail(
                         d.delivery_id, now=now, error=outcome.error, retry_at=outcome.at
                     )
-                    if outcome.error == NO_STREAM:
-                        elsewhere.add(claim.message.user_id)
+                    if outcome.error == NO_STREAM and d.attempts <= 1:  # first try only:
+                        elsewhere.add(claim.message.user_id)  # the pollers retry the rest
                     report.retried += 1
                     report.errors.append(outcome.error)
                 elif isinstance(outcome, Dead):

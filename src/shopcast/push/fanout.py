@@ -5,7 +5,8 @@ process that decided a live push (an API process, or ``shopcast worker``) holds 
 stream of the user, the delivery stays pending in the outbox (its lease released,
 next attempt ``push.live_retry_s`` later) and the decider publishes the user's id on
 the tenant's channel ``<prefix>push:live`` (the prefix of ``state.url``, which carries
-the tenant's namespace, like every other key in ``shopcast.online``).
+the tenant's namespace, like every other key in ``shopcast.online``), once per delivery
+(on its first attempt; the pollers' retries publish nothing).
 
 Every API process listens on that channel (``FanoutListener``, a daemon thread); one
 that holds a stream of the user claims the user's pending live deliveries from the
