@@ -198,3 +198,52 @@ def test_the_app_closes_its_key_store_and_reopens_it(postgres_url: str, tmp_path
             assert connections() == 0  # every pool of the app closed on shutdown
     finally:
         keys.close()
+
+
+def test_a_websocket_stream_checks_its_key_in_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    """``/v1/users/{id}/stream/ws?key=`` (browsers send no header) uses PostgreSQL's keys."""
+    from starlette.websockets import WebSocketDisconnect
+
+    settings = _secure(postgres_url, tmp_path, "a").model_copy(
+        update={"push": Settings(push={"heartbeat_s": 0.2}).push}
+    )
+    keys = open_key_store(settings)
+    key, token = keys.create(["read"])
+    try:
+        with TestClient(create_app(settings)) as c:
+            with c.websocket_connect(f"/v1/users/alice/stream/ws?key={token}") as ws:
+                assert ws.receive_json() == {"event": "heartbeat"}
+            keys.revoke(key.key_id)
+            with (
+                pytest.raises(WebSocketDisconnect) as refused,
+                c.websocket_connect(f"/v1/users/alice/stream/ws?key={token}") as ws,
+            ):
+                ws.receive_json()
+            assert refused.value.code == 4401
+    finally:
+        keys.close()
+
+
+def test_a_key_store_that_cannot_be_reached_answers_503(tmp_path: Path) -> None:
+    """PostgreSQL down while a key is checked: 503 with Retry-After (the client retries),
+    not a 500; the check ran off the event loop."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from shopcast.api.auth import AuthMiddleware
+    from shopcast.errors import StorageUnavailableError
+
+    class Down:
+        def verify(self, token: str) -> None:
+            raise StorageUnavailableError("PostgreSQL at db is unavailable", 2.0)
+
+        def close(self) -> None:
+            pass
+
+    settings = _secure("memory://", tmp_path, "a")
+    app = Starlette(routes=[Route("/v1/trending", lambda r: PlainTextResponse("ok"))])
+    app.add_middleware(AuthMiddleware, settings=settings, keys=Down())
+    r = TestClient(app).get("/v1/trending", headers={"X-API-Key": "sck_" + "0" * 12 + "_x"})
+    assert r.status_code == 503
+    assert r.json()["error"] == "storage_unavailable" and r.headers["Retry-After"] == "2"

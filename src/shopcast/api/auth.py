@@ -33,8 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shopcast.api.ratelimit import RateLimiter, open_limiter
 from shopcast.api.ratelimit import TokenBuckets as TokenBuckets  # re-exported
 from shopcast.config import Settings
-from shopcast.errors import AuthError, ForbiddenError, RateLimitedError
-from shopcast.privacy.apikeys import ApiKey, ApiKeyStore, open_key_store
+from shopcast.errors import AuthError, ForbiddenError, RateLimitedError, StorageUnavailableError
+from shopcast.privacy.apikeys import ApiKey, ApiKeyStore, KeyStore, open_key_store
 from shopcast.privacy.apikeys import Scope as KeyScope
 from shopcast.privacy.crypto import open_private_store
 from shopcast.privacy.pseudonym import Pseudonymizer
@@ -175,6 +175,7 @@ class AuthMiddleware:
         self._own_keys = keys is None  # closed at shutdown only when opened here
         self._own_limiter = limiter is None
         self.limiter = limiter if limiter is not None else open_limiter(settings)
+        self._offload: bool | None = None
 
     @property
     def keys(self) -> ApiKeyStore:
@@ -201,13 +202,21 @@ class AuthMiddleware:
 
             await self.app(scope, receive, closing_send)
             return
+        if scope["type"] == "websocket" and self.settings.auth.enabled:
+            # the stream route checks the key itself (?key=): with this process's store
+            scope["state"] = {**(scope.get("state") or {}), "shopcast_keys": self.keys}
         if scope["type"] != "http" or not self.settings.auth.enabled:
             await self.app(scope, receive, send)
             return
         try:
             grant = self._stream_grant(scope)  # a browser's stream: ?token=, no key
-            key = None if grant is not None else self._authorize(scope)
-        except AuthError as exc:
+            if grant is not None:
+                key = None
+            elif self._remote():  # a database or Redis round trip: off the event loop
+                key = await run_in_threadpool(self._authorize, scope)
+            else:
+                key = self._authorize(scope)
+        except (AuthError, StorageUnavailableError) as exc:  # key store down: 503, retry
             await _refuse(exc, scope, receive, send)
             return
         tenant = grant.tenant if grant is not None else key.tenant if key is not None else None
@@ -217,6 +226,13 @@ class AuthMiddleware:
             if pool is not None:
                 await pool.ensure(tenant)
         await self.app(scope, receive, send)
+
+    def _remote(self) -> bool:
+        """Whether checking a key may wait on the network (PostgreSQL keys, Redis limits)."""
+        if self._offload is None:
+            local_limit = self.limiter is None or isinstance(self.limiter, TokenBuckets)
+            self._offload = not isinstance(self.keys, KeyStore) or not local_limit
+        return self._offload
 
     def _stream_grant(self, scope: Scope) -> StreamGrant | None:
         """The grant of a stream token (``GET /v1/users/{id}/stream?token=``), if any."""
@@ -268,9 +284,11 @@ class AuthMiddleware:
         return key
 
 
-async def _refuse(exc: AuthError, scope: Scope, receive: Receive, send: Send) -> None:
+async def _refuse(
+    exc: AuthError | StorageUnavailableError, scope: Scope, receive: Receive, send: Send
+) -> None:
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimitedError):
+    if isinstance(exc, (RateLimitedError, StorageUnavailableError)):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     elif type(exc) is AuthError:
         headers["WWW-Authenticate"] = 'Bearer realm="shopcast"'

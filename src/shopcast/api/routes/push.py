@@ -115,10 +115,13 @@ async def _socket(websocket: WebSocket, user_id: str) -> None:
             if auth.lower().startswith("bearer "):
                 token = auth[7:].strip()
             key = None
-            if token:
+            shared = getattr(websocket.state, "shopcast_keys", None)  # the auth middleware's
+            if token and shared is not None:
+                key = await run_in_threadpool(shared.verify, token)
+            elif token:
                 keys = open_key_store(settings)  # PostgreSQL's with a postgresql:// database
                 try:
-                    key = keys.verify(token)
+                    key = await run_in_threadpool(keys.verify, token)
                 finally:
                     keys.close()
             if key is None or not key.allows("read"):
