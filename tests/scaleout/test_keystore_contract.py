@@ -247,3 +247,63 @@ def test_a_key_store_that_cannot_be_reached_answers_503(tmp_path: Path) -> None:
     r = TestClient(app).get("/v1/trending", headers={"X-API-Key": "sck_" + "0" * 12 + "_x"})
     assert r.status_code == 503
     assert r.json()["error"] == "storage_unavailable" and r.headers["Retry-After"] == "2"
+
+
+def test_moving_to_postgresql_keeps_the_keys_of_the_file(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first open on PostgreSQL imports ``auth.keys_path`` into the empty table
+    (hashes, revocations as they are); later keys of the file come with ``keys import``."""
+    from shopcast.cli import app as cli
+
+    old = KeyStore(tmp_path / "keys.db")
+    live, live_token = old.create(["read"], tenant="shop-a", name="web")
+    gone, gone_token = old.create(["admin"])
+    old.revoke(gone.key_id)
+    settings = Settings(
+        environment="test", database_url=postgres_url, auth={"keys_path": tmp_path / "keys.db"}
+    )
+    store = open_key_store(settings)
+    try:
+        assert isinstance(store, PgKeyStore)
+        found = store.verify(live_token)
+        assert found is not None and (found.tenant, found.name) == ("shop-a", "web")
+        assert store.verify(gone_token) is None  # still revoked
+        assert [k.key_id for k in store.list()] == [live.key_id, gone.key_id]
+    finally:
+        store.close()
+    _, later_token = old.create(["ingest"])  # made in the file afterwards
+    old.close()
+    again = open_key_store(settings)  # the table is not empty: no second import
+    try:
+        assert again.verify(later_token) is None
+    finally:
+        again.close()
+    monkeypatch.setenv("SHOPCAST_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("SHOPCAST_AUTH__KEYS_PATH", str(tmp_path / "keys.db"))
+    done = CliRunner().invoke(cli, ["keys", "import"])
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())  # rich wraps lines
+    assert "1 keys imported" in said and "(3 keys in PostgreSQL)" in said
+    last = open_key_store(settings)
+    try:
+        assert last.verify(later_token) is not None
+    finally:
+        last.close()
+    monkeypatch.setenv("SHOPCAST_DATABASE_URL", f"sqlite:///{tmp_path / 'shop.db'}")
+    refused = CliRunner().invoke(cli, ["keys", "import"])
+    assert refused.exit_code == 2 and "postgresql://" in refused.output
+
+
+def test_a_file_that_is_not_a_key_store_does_not_stop_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "keys.db").write_bytes(b"not a database")
+    settings = Settings(
+        environment="test", database_url=postgres_url, auth={"keys_path": tmp_path / "keys.db"}
+    )
+    store = open_key_store(settings)
+    try:
+        assert store.list() == []
+    finally:
+        store.close()

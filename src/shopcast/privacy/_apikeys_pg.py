@@ -61,5 +61,26 @@ class PgKeyStore:
             raise NotFoundError(f"no API key {key_id!r}")
         return _key(row)
 
+    def empty(self) -> bool:
+        row = self._db.read(
+            lambda c: c.execute("SELECT NOT EXISTS (SELECT 1 FROM api_keys)").fetchone()
+        )
+        return bool(row and row[0])
+
+    def import_rows(self, rows: Iterable[tuple[object, ...]]) -> int:
+        """Add keys as stored elsewhere (``COLUMNS`` order: hashes, not secrets); a key
+        id already here is left as it is. Returns how many were added."""
+        added = 0
+        with self._db.transaction() as conn:
+            for row in rows:
+                _key(row)  # checked: known scopes, numbers
+                cur = conn.execute(
+                    f"INSERT INTO api_keys ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (key_id) DO NOTHING",
+                    list(row),
+                )
+                added += cur.rowcount
+        return added
+
     def close(self) -> None:
         self._db.close()

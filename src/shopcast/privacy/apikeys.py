@@ -19,8 +19,10 @@ operations); a key may hold several. Each key belongs to one tenant.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import sqlite3
@@ -36,6 +38,8 @@ from shopcast.privacy.tenants import DEFAULT_TENANT, check_tenant
 
 if TYPE_CHECKING:
     from shopcast.config import Settings
+
+log = logging.getLogger(__name__)
 
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -137,12 +141,46 @@ def live_key(row: tuple[object, ...] | None, token: str) -> ApiKey | None:
 
 def open_key_store(settings: Settings) -> ApiKeyStore:
     """The key store of a deployment: PostgreSQL's with a ``postgresql://``
-    ``database_url`` (shared by every process and host), else ``auth.keys_path``."""
+    ``database_url`` (shared by every process and host), else ``auth.keys_path``.
+
+    On PostgreSQL, while the key table is empty, the keys of an existing
+    ``auth.keys_path`` file are imported (hashes, scopes, tenants and revocations as they
+    are), so a deployment moving to PostgreSQL keeps its keys; the file is not used after.
+    """
     if settings.database_url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
         from shopcast.privacy._apikeys_pg import PgKeyStore
 
-        return PgKeyStore(settings.database_url)
+        store = PgKeyStore(settings.database_url)
+        try:
+            path = Path(settings.auth.keys_path)
+            if path.is_file() and store.empty():
+                try:
+                    done = store.import_rows(sqlite_rows(path))
+                except StorageError as exc:  # not a key file: nothing to keep from it
+                    log.warning("API keys not imported from %s: %s", path, exc)
+                    done = 0
+                if done:
+                    log.warning(
+                        "imported %d API keys from %s into PostgreSQL (%s); that file is "
+                        "no longer read",
+                        done,
+                        path,
+                        store.name,
+                    )
+        except BaseException:
+            store.close()
+            raise
+        return store
     return KeyStore(settings.auth.keys_path)
+
+
+def sqlite_rows(path: Path | str) -> list[tuple[object, ...]]:
+    """Every row (``COLUMNS``) of a SQLite key file, revoked keys included."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            return list(conn.execute(f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at"))
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read the key store {str(path)!r}: {exc}") from exc
 
 
 class KeyStore:

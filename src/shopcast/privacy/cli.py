@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
@@ -93,6 +94,34 @@ def keys_list() -> None:
             _when(k.revoked_at) if k.revoked_at else "",
         )
     console.print(table)
+
+
+@keys_app.command("import")
+@friendly
+def keys_import(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A SQLite key file (default: auth.keys_path)"),
+    ] = None,
+) -> None:
+    """Copy the keys of a SQLite key file into PostgreSQL (database_url); keys already
+    there are kept as they are. Only hashes move: no secret is needed or shown."""
+    from shopcast.privacy._apikeys_pg import PgKeyStore
+    from shopcast.privacy.apikeys import sqlite_rows
+
+    settings = load_settings()
+    source = path or Path(settings.auth.keys_path)
+    if not source.is_file():
+        raise ConfigError(f"no key file at {str(source)!r}")
+    store = open_key_store(settings)  # imports by itself into an empty table
+    try:
+        if not isinstance(store, PgKeyStore):
+            raise ConfigError("database_url: keys are imported into a postgresql:// database")
+        added = store.import_rows(sqlite_rows(source))
+        known = len(store.list())
+    finally:
+        store.close()
+    console.print(f"{added} keys imported from {source} ({known} keys in PostgreSQL)")
 
 
 @keys_app.command("revoke")
