@@ -37,7 +37,7 @@ from shopcast.domain import Item
 from shopcast.features.text import TfidfText
 from shopcast.models._base import Context, FloatArray, IntArray, Interactions, Vocabulary
 from shopcast.models._common import weight_array
-from shopcast.models._data import SubjectIndex, user_item_matrix
+from shopcast.models._data import SubjectIndex, ridge_by_group, user_item_matrix
 from shopcast.models.ials import ImplicitALS
 
 
@@ -103,8 +103,7 @@ class OnlineALS(ImplicitALS):
         self.item_min_events = item_min_events
         self.merge_every = merge_every
         self.catalog = catalog
-        self._pending: dict[tuple[int, int], float] = {}
-        self._pending_per_item: dict[int, int] = {}
+        self._reset_pending()
         self._lock = threading.RLock()
         self._catalog_revision = -1
 
@@ -120,7 +119,7 @@ class OnlineALS(ImplicitALS):
     def fit(self, data: Interactions) -> Self:
         with self._lock:
             super().fit(data)
-            self._pending, self._pending_per_item = {}, {}
+            self._reset_pending()
             self._csc = self.history_.tocsc()
             if self.catalog:
                 self.fit_content(self.catalog, data.items)
@@ -143,6 +142,8 @@ class OnlineALS(ImplicitALS):
             ):
                 if (r, i) not in self._pending:
                     self._pending_per_item[i] = self._pending_per_item.get(i, 0) + 1
+                    self._by_row.setdefault(r, []).append(i)
+                    self._by_col.setdefault(i, []).append(r)
                 self._pending[(r, i)] = self._pending.get((r, i), 0.0) + v
             items = np.unique(data.item[keep])
             fitted = self._fitted_counts(items)
@@ -163,7 +164,7 @@ class OnlineALS(ImplicitALS):
             delta = sp.csr_array((np.asarray(v), (np.asarray(r), np.asarray(c))), shape=shape)
             self.history_ = sp.csr_array(self._padded(shape) + delta)
             self._csc = self.history_.tocsc()
-            self._pending, self._pending_per_item = {}, {}
+            self._reset_pending()
 
     def _rows_for(self, keys: list[str]) -> IntArray:
         """Rows of the subjects; new ones get a row of factors (their history stays in
@@ -208,9 +209,12 @@ class OnlineALS(ImplicitALS):
         else:
             sub = self._csc[:, keys[inside]].tocoo()
             group, other = inside[sub.col].astype(np.int64), sub.row.astype(np.int64)
-        extra = [
-            (pos[rc[axis]], rc[1 - axis], v) for rc, v in self._pending.items() if rc[axis] in pos
-        ]
+        index = self._by_row if axis == 0 else self._by_col
+        extra = []
+        for key, slot in pos.items():
+            for peer in index.get(key, ()):
+                pair = (key, peer) if axis == 0 else (peer, key)
+                extra.append((slot, peer, self._pending[pair]))
         if extra:
             g, o, v = (np.asarray(x) for x in zip(*extra, strict=True))
             m = (
@@ -230,17 +234,49 @@ class OnlineALS(ImplicitALS):
             return m.row.astype(np.int64), m.col.astype(np.int64), m.data
         return group, other, sub.data
 
+    def _reset_pending(self) -> None:
+        self._grams: dict[str, tuple[int, FloatArray]] = {}  # factors may have changed
+        self._pending: dict[tuple[int, int], float] = {}
+        self._pending_per_item: dict[int, int] = {}
+        self._by_row: dict[int, list[int]] = {}
+        self._by_col: dict[int, list[int]] = {}
+
+    def _gram(self, side: str) -> FloatArray:
+        """``XᵀX`` of ``P_`` or ``Q_``, kept up to date row by row (``_set_rows``)."""
+        cache = self._grams
+        matrix = self.P_ if side == "P" else self.Q_
+        found = cache.get(side)
+        if found is None or found[0] != matrix.shape[0]:
+            found = cache[side] = (matrix.shape[0], matrix.T @ matrix)
+        return found[1]
+
+    def _set_rows(self, side: str, rows: IntArray, values: FloatArray) -> None:
+        """``P_[rows] = values`` (or ``Q_``) with the Gram matrix updated in place."""
+        matrix = self.P_ if side == "P" else self.Q_
+        gram = self._gram(side)
+        old = matrix[rows]
+        gram += values.T @ values - old.T @ old
+        matrix[rows] = values
+
     def _solve_users(self, users: IntArray) -> None:
         if users.size:
             group, item, w = self._entries(0, users)
             conf = 1.0 + self.alpha * w
-            self.P_[users] = self._solve(group, users.size, self.Q_, item, conf)
+            solved = ridge_by_group(
+                group, users.size, self.Q_[item], conf - 1.0, conf,
+                np.full(self.n_factors, self.reg), gram0=self._gram("Q"),
+            )  # fmt: skip
+            self._set_rows("P", users, solved)
 
     def _solve_items(self, items: IntArray) -> None:
         if items.size:
             group, user, w = self._entries(1, items)
             conf = 1.0 + self.alpha * w
-            self.Q_[items] = self._solve(group, items.size, self.P_, user, conf)
+            solved = ridge_by_group(
+                group, items.size, self.P_[user], conf - 1.0, conf,
+                np.full(self.n_factors, self.reg), gram0=self._gram("P"),
+            )  # fmt: skip
+            self._set_rows("Q", items, solved)
 
     def score_all(self, contexts: Sequence[Context]) -> FloatArray:
         with self._lock:
@@ -277,7 +313,7 @@ class OnlineALS(ImplicitALS):
             ]
             if fresh:
                 idx = np.array([r for r, _ in fresh], dtype=np.int64)
-                self.Q_[idx] = self.content_.embed([i for _, i in fresh])
+                self._set_rows("Q", idx, self.content_.embed([i for _, i in fresh]))
             return len(fresh)
 
     def sync_catalog(self, catalog: Any, vocab: Vocabulary) -> int:
@@ -338,5 +374,5 @@ class OnlineALS(ImplicitALS):
             self.P_ = self._solve(user, w.shape[0], self.Q_, item, conf)
             self.Q_ = self._solve(item, n_items, self.P_, user, conf)
         self._csc = self.history_.tocsc()
-        self._pending, self._pending_per_item = {}, {}
+        self._reset_pending()
         return self
