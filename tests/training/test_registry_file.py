@@ -8,6 +8,9 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
+
 from shopcast.training.registry import ModelRegistry
 
 
@@ -51,3 +54,23 @@ def test_concurrent_promotions_form_one_chain(tmp_path: Path) -> None:
         assert after["previous"] == before["version"]
     assert registry.current() == history[-1]["version"]
     assert not list(tmp_path.glob(".CURRENT.*"))  # no temporary file left behind
+
+
+def test_hostile_version_names_are_not_found(tmp_path: Path) -> None:
+    from shopcast.errors import NotFoundError
+
+    registry = ModelRegistry(tmp_path)
+    _fake_versions(tmp_path, 1)
+    for bad in ("x" * 300, "../v000", ".hidden", "v000/../v000", "", "v 000"):
+        with pytest.raises(NotFoundError):
+            registry.path(bad)
+    assert registry.path("v000") == tmp_path / "v000"
+
+
+def test_long_version_through_the_api_is_404(client: TestClient) -> None:
+    response = client.post(f"/v1/models/{'x' * 300}/promote")
+    assert response.status_code == 404, response.text
+    body = response.json()
+    assert body["error"] == "not_found"
+    assert "not found" in body["message"]
+    assert "/" not in body["message"]  # no server path in the answer

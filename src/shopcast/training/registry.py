@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from shopcast.config import Settings
 
 log = logging.getLogger(__name__)
+
+#: What a version name may be (bundles are named by time and hash: well inside this).
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 #: Called as ``hook(model_dir, version)`` after every promotion or rollback (e.g. the
 #: Redis announcement of ``shopcast.online``, so other processes swap at once).
@@ -78,9 +82,11 @@ class ModelRegistry:
             return None, 0.0
 
     def path(self, version: str) -> Path:
+        if not _VERSION.fullmatch(version):  # also keeps OSError (name too long) out
+            raise NotFoundError(f"model version {version[:80]!r} not found")
         path = self.model_dir / version
         if not (path / "manifest.json").is_file() or path.name != version or "/" in version:
-            raise NotFoundError(f"model version {version!r} not found in {self.model_dir}")
+            raise NotFoundError(f"model version {version!r} not found")
         return path
 
     def versions(self) -> list[ModelInfo]:
