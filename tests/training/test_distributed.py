@@ -50,3 +50,50 @@ def test_two_processes_match_single_process_training(small_shop: SimulatedShop) 
 
     ctx = Context(now=0.0, recent_items=np.array([1, 2, 3]), recent_types=np.zeros(3, np.int64))
     np.testing.assert_allclose(ddp.score(ctx, items), single.score(ctx, items), atol=1e-4)
+
+
+def test_cli_train_ddp(tmp_path: object, small_shop: SimulatedShop) -> None:
+    """`shopcast train --sequence --ddp 2` trains and promotes a bundle with the sequence model."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from shopcast.ingest.importer import import_events, import_items
+    from shopcast.storage import open_store
+    from shopcast.training.bundle import load_current
+
+    assert isinstance(tmp_path, Path)
+    db = f"sqlite:///{tmp_path / 'shop.db'}"
+    store = open_store(db)
+    import_items(store, small_shop.items)
+    import_events(store, small_shop.events)
+    store.close()
+    env = {
+        **os.environ,
+        "SHOPCAST_MODEL_DIR": str(tmp_path / "models"),
+        "SHOPCAST_TRAINING__SEQUENCE_EPOCHS": "2",
+        "SHOPCAST_TRAINING__SEQUENCE_HIDDEN": "8",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shopcast.cli",
+            "train",
+            "--db",
+            db,
+            "--sequence",
+            "--ddp",
+            "2",
+            "--no-ranker",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    bundle = load_current(tmp_path / "models")
+    assert bundle is not None and "sequence" in bundle.models
