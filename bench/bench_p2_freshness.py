@@ -21,9 +21,9 @@ the log on the first request). Reported: the share of trials whose very next req
 reflects the event (target: all of them) and the delay distribution in ms (202 →
 the reflecting response received; includes that request's own latency).
 
-Across processes (several API processes sharing Redis, ≤ 50 ms) is not applicable
-yet: live sessions are in-process (``MemorySessions``); the Redis backend is a later
-issue. Writes bench/results/p2_freshness.json.
+Across processes (several API processes sharing Redis, ≤ 50 ms): see
+``bench_scaleout.py`` (its freshness phase posts to one process and asks another).
+Writes bench/results/p2_freshness.json.
 """
 
 from __future__ import annotations
