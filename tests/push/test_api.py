@@ -175,3 +175,24 @@ def test_promotion_through_the_targeting_api(tmp_path: Path) -> None:
         assert msg["data"]["coupon"] == "BEANS"
         assert msg["body"] == "Code BEANS"
         assert msg["items"] and all(i["item_id"].startswith("c") for i in msg["items"])
+
+
+def test_push_tables_live_beside_the_store_not_in_its_file(api: TestClient, tmp_path: Path) -> None:
+    """SQLite has one writer per file: a decision round must not hold the event log's lock."""
+    import sqlite3
+
+    views(api, "u1", "s0", "s1", "s2")  # three views in one category: an in-session nudge
+    with sqlite3.connect(tmp_path / "shop.push.db") as push_db:
+        assert push_db.execute("SELECT COUNT(*) FROM push_messages").fetchone()[0] >= 1
+    with sqlite3.connect(tmp_path / "shop.db") as store_db:
+        tables = {r[0] for r in store_db.execute("SELECT name FROM sqlite_master")}
+    assert not any(t.startswith("push_") for t in tables), tables
+    # The push file's write lock held elsewhere does not stop ingestion.
+    holder = sqlite3.connect(tmp_path / "shop.push.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        r = api.post("/v1/events", json={"type": "cart", "user_id": "u2", "item_id": "t1"})
+        assert r.status_code == 202, r.text
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -64,10 +64,10 @@ def test_scheduler_step_and_blocking_loop(harness) -> None:  # type: ignore[no-u
 
 
 def test_erasure_without_a_running_engine(tmp_path: Path) -> None:
-    """``shopcast privacy erase`` finds the push tables in the store's SQLite file."""
+    """``shopcast privacy erase`` finds the push tables in the SQLite file beside the store's."""
     from shopcast.privacy.erasure import erase_user
     from shopcast.push.attribution import Attribution
-    from shopcast.push.engine import PushEngine
+    from shopcast.push.engine import PushEngine, push_urls
     from shopcast.push.items import CatalogItems
     from shopcast.push.outbox import open_outbox
     from shopcast.push.state import PushState
@@ -87,11 +87,13 @@ def test_erasure_without_a_running_engine(tmp_path: Path) -> None:
     store = open_store(url)
     store.users.upsert([User(user_id="gone", consent={"push": True})])
     items = [Item(item_id=f"i{n}", category=["C"]) for n in range(5)]
+    push_url, _ = push_urls(url, settings.push)
+    assert push_url == f"sqlite:///{tmp_path / 'shop.push.db'}"
     push = PushEngine(
         settings,
-        outbox=open_outbox(url),
-        state=PushState(url),
-        journal=Attribution(url),
+        outbox=open_outbox(push_url),
+        state=PushState(push_url),
+        journal=Attribution(push_url),
         items=CatalogItems(items),
         users=lambda u: User(user_id=u, consent={"push": True}),
     )
@@ -106,7 +108,7 @@ def test_erasure_without_a_running_engine(tmp_path: Path) -> None:
     report = erase_user(store, "gone", settings)
     assert report["removed"]["push_outbox"] == 2  # message + delivery
     assert report["removed"]["push_history"] >= 2
-    box = open_outbox(url)
+    box = open_outbox(push_url)
     assert box.history("gone") == [] and len(box.history("kept")) == 1
     box.close()
     store.close()

@@ -34,11 +34,13 @@ class TestPostgresState(StateContract):
         return lambda: PgPushDatabase(postgres_url)
 
 
-def test_urls_put_everything_in_the_store_database() -> None:
+def test_urls_put_everything_in_the_store_database_or_beside_its_file() -> None:
     settings = push_settings().push
     pg = "postgresql://u@h/db"
     assert push_urls(pg, settings) == (pg, pg)
-    assert push_urls("sqlite:///x.db", settings) == ("sqlite:///x.db", "sqlite:///x.db")
+    beside = "sqlite:///x.push.db"  # not x.db itself: SQLite has one writer per file
+    assert push_urls("sqlite:///x.db", settings) == (beside, beside)
+    assert push_urls("sqlite:////abs/x", settings)[0] == "sqlite:////abs/x.push"
     assert push_urls("memory://", settings) == ("memory://", "sqlite://:memory:")
 
 

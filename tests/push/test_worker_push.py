@@ -16,6 +16,7 @@ from shopcast.config import Settings
 from shopcast.domain import Event, User
 from shopcast.online import open_online
 from shopcast.online.worker import open_worker, push_handlers
+from shopcast.push.engine import push_urls
 from shopcast.push.fanout import FanoutListener, LiveFanout
 from shopcast.push.outbox import open_outbox
 from shopcast.push.worker import WorkerPush
@@ -79,7 +80,7 @@ def test_worker_runs_the_triggers(
     worker = open_worker(settings, name="w1")
     (handler,) = worker.handlers
     assert isinstance(handler, WorkerPush)
-    outbox = open_outbox(settings.database_url)
+    outbox = open_outbox(push_urls(settings.database_url, settings.push)[0])
     try:
         assert listener.subscribed.wait(10)
         online.bus.publish(views, "api-gone")
@@ -195,7 +196,7 @@ def test_push_survives_the_api_process_killed_after_the_202(
     )
     worker = None
     user = "crash-shopper"
-    outbox = open_outbox(settings.database_url)
+    outbox = open_outbox(push_urls(settings.database_url, settings.push)[0])
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, api, api_log)

@@ -59,6 +59,7 @@ from shopcast.push.policy import Candidate, Policy, Verdict
 from shopcast.push.state import ItemSnapshot, PushState, Timer
 from shopcast.push.streams import StreamHub
 from shopcast.push.triggers import TRIGGERS, ItemChange, Promotion, TriggerContext, ViewTracker
+from shopcast.storage._sqlite import sqlite_path
 
 if TYPE_CHECKING:
     import httpx
@@ -72,13 +73,29 @@ DEFERRED_PREFIX = "deferred:"
 
 
 def push_urls(store_url: str, settings: PushSettings) -> tuple[str, str]:
-    """(outbox URL, state URL): the store's SQLite file or PostgreSQL database unless
-    ``push.outbox_url``; both hold the outbox, the trigger state and the journal (a
-    ``memory://`` store keeps the state in an in-memory SQLite)."""
-    url = settings.outbox_url or store_url
+    """(outbox URL, state URL) unless ``push.outbox_url``: the store's PostgreSQL
+    database, or a SQLite file beside the store's (``shop.db`` -> ``shop.push.db``); both
+    hold the outbox, the trigger state and the journal (a ``memory://`` store keeps the
+    state in an in-memory SQLite).
+
+    Not the store's own SQLite file: a decision round holds its write lock while it picks
+    the items, and SQLite has one writer per file, so under load the event log's commits
+    waited out the busy timeout (500 "database is locked" on POST /v1/events)."""
+    url = settings.outbox_url or _beside(store_url)
     if url.startswith(("sqlite", "postgresql://", "postgres://")):
         return url, url
     return "memory://", "sqlite://:memory:"
+
+
+def _beside(store_url: str) -> str:
+    if not store_url.startswith("sqlite"):
+        return store_url
+    path = sqlite_path(store_url)
+    if path == ":memory:":
+        return "sqlite://:memory:"
+    stem, dot, ext = path.rpartition(".")
+    name = f"{stem}.push.{ext}" if dot and "/" not in ext else f"{path}.push"
+    return f"sqlite:///{name}"
 
 
 def open_storage(outbox_url: str, state_url: str) -> tuple[Outbox, PushState, Attribution]:
