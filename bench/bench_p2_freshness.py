@@ -13,12 +13,13 @@ visibly changes the answer:
    in neither A's nor u's current top 10;
 3. POST /v1/events {view of A by u}; the clock starts when the 202 arrives;
 4. GET /v1/users/u/recommendations?k=10 at once, again and again (up to
-   ``--timeout`` s), until the answer reflects the event: an item in it was proposed
-   because of A (its reason is "because you viewed <A's title>", or A itself comes back
-   from the recently-viewed source). Whether B itself made the top 10 is also recorded
-   (``neighbour_in_top``): with the learned ranker B is one of many co-visitation
-   neighbours of A and need not be the one ranked into the top 10, so it is a stricter,
-   ranking-dependent criterion (the 2026-11-28 P2 run measured only it and read 16 %).
+   ``--timeout`` s), until the answer reflects the event: another item in it was
+   proposed because of A (its reason is "because you viewed <A's title>"; A itself
+   coming back from the recently-viewed source does not count). Whether B itself
+   made the top 10 is also recorded (``neighbour_in_top``): with the learned ranker B
+   is one of many co-visitation neighbours of A and need not be the one ranked into
+   the top 10, so it is a stricter, ranking-dependent criterion (an earlier P2 run of
+   2026-11-28 measured only it and read 16 %).
 
 Half the trials ask for u's recommendations before the event (u's live session is
 then in memory and moved on by the ingest), half do not (the session is loaded from
@@ -62,12 +63,11 @@ def top_items(http: httpx.Client, user: str, k: int) -> list[dict[str, Any]]:
 
 
 def explained_by(items: list[dict[str, Any]], item: str, title: str | None) -> bool:
-    """Whether an answer holds an item proposed because the shopper viewed ``item``."""
+    """Whether an answer holds another item proposed because the shopper viewed ``item``
+    (the viewed item itself coming back from the recently-viewed source does not count:
+    that would make the figure automatic)."""
     because = f"because you viewed {title or item}"
-    return any(
-        i.get("reason") == because or (i["item_id"] == item and i["source"] == "recently_viewed")
-        for i in items
-    )
+    return any(i.get("reason") == because and i["item_id"] != item for i in items)
 
 
 def neighbour(http: httpx.Client, item: str) -> str | None:
