@@ -149,3 +149,49 @@ def test_cli_run_once_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     result = CliRunner().invoke(app, ["push", "metrics"])
     assert result.exit_code == 0, result.output
     assert '"decisions": 0' in result.output
+
+
+def test_offline_erasure_follows_the_configured_outbox_url(tmp_path: Path) -> None:
+    """Without a running engine, erasure looks where ``push.outbox_url`` puts the push
+    tables, not where the defaults would."""
+    from shopcast.privacy.erasure import erase_user
+    from shopcast.push.attribution import Attribution
+    from shopcast.push.engine import PushEngine
+    from shopcast.push.items import CatalogItems
+    from shopcast.push.outbox import open_outbox
+    from shopcast.push.state import PushState
+    from shopcast.storage import open_store
+
+    push_url = f"sqlite:///{tmp_path / 'elsewhere' / 'push.db'}"
+    settings = Settings(
+        environment="test",
+        database_url=f"sqlite:///{tmp_path / 'shop.db'}",
+        model_dir=tmp_path / "m",
+        push={
+            "outbox_url": push_url,
+            "quiet_hours": {"enabled": False},
+            "min_gap": 0,
+            "triggers": {"session_nudge": {"views": 2, "holdout": 0}},
+        },
+    )
+    store = open_store(settings.database_url)
+    push = PushEngine(
+        settings,
+        outbox=open_outbox(push_url),
+        state=PushState(push_url),
+        journal=Attribution(push_url),
+        items=CatalogItems([Item(item_id=f"i{n}", category=["C"]) for n in range(5)]),
+        users=lambda u: User(user_id=u, consent={"push": True}),
+    )
+    source = push.items
+    assert isinstance(source, CatalogItems)
+    source.observe([Event(type="purchase", user_id="x", item_id="i4")])  # popular: i4
+    push.observe([Event(type="view", user_id="gone", item_id=f"i{n}") for n in range(2)])
+    assert push.outbox.history("gone")
+    push.close()
+    report = erase_user(store, "gone", settings)
+    assert report["removed"]["push_outbox"] == 2  # message + delivery
+    box = open_outbox(push_url)
+    assert box.history("gone") == []
+    box.close()
+    store.close()

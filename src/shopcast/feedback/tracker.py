@@ -158,7 +158,7 @@ def tracker_for(store: Store, settings: Settings) -> FeedbackTracker:
         return tracker
 
 
-def _erase(store: Store, user_id: str) -> int:
+def _erase(store: Store, user_id: str, _settings: Settings) -> int:
     with _TRACKERS_LOCK:
         tracker = _TRACKERS.get(store)
     return 0 if tracker is None else tracker.forget(user_id)

@@ -40,8 +40,8 @@ from shopcast.training.registry import ModelRegistry, open_registry
 if TYPE_CHECKING:
     from shopcast.serving.engine import Engine
 
-#: ``hook(store, user_id) -> removed count``, by kind (e.g. ``push_outbox``).
-Hook = Callable[[Store, str], int]
+#: ``hook(store, user_id, settings) -> removed count``, by kind (e.g. ``push_outbox``).
+Hook = Callable[[Store, str, Settings], int]
 _HOOKS: dict[str, Hook] = {}
 
 
@@ -88,7 +88,7 @@ def erase_user(
         report["models"] = report["models"] or saved["models"]
     _load_hooks()
     for kind, hook in _HOOKS.items():
-        removed[kind] = hook(store, user_id)
+        removed[kind] = hook(store, user_id, settings)
     schedule_retrain(settings.model_dir, "erasure", registry=open_registry(settings))
     report["retrain_scheduled"] = True
     return report

@@ -140,12 +140,12 @@ class PushService:
         self.hub.close()
 
 
-def _offline(store: Store, user_id: str, kind: str) -> int:
-    """Erase from the push tables of a store's SQLite file or PostgreSQL database (no
-    push engine running)."""
-    if not store.url.startswith(("sqlite", "postgresql://", "postgres://")):
-        return 0
-    outbox_url, state_url = push_urls(store.url, Settings(environment="test").push)
+def _offline(store: Store, user_id: str, kind: str, settings: Settings) -> int:
+    """Erase from the push tables where the settings put them (``push.outbox_url``, else
+    beside the store's SQLite file or in its PostgreSQL database); no push engine running."""
+    outbox_url, state_url = push_urls(store.url, settings.push)
+    if outbox_url == "memory://":
+        return 0  # nothing durable: an in-memory outbox died with its process
     if kind == "push_outbox":
         box = open_outbox(outbox_url)
         try:
@@ -160,17 +160,17 @@ def _offline(store: Store, user_id: str, kind: str) -> int:
         journal.close()
 
 
-def erase_outbox(store: Store, user_id: str) -> int:
+def erase_outbox(store: Store, user_id: str, settings: Settings) -> int:
     push = _BY_STORE.get(id(store))
     if push is None:
-        return _offline(store, user_id, "push_outbox")
+        return _offline(store, user_id, "push_outbox", settings)
     return push.outbox.delete_user(user_id)
 
 
-def erase_history(store: Store, user_id: str) -> int:
+def erase_history(store: Store, user_id: str, settings: Settings) -> int:
     push = _BY_STORE.get(id(store))
     if push is None:
-        return _offline(store, user_id, "push_history")
+        return _offline(store, user_id, "push_history", settings)
     push.views.forget(user_id)
     return push.journal.delete_user(user_id) + push.state.delete_user(user_id)
 
