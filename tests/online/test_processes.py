@@ -10,8 +10,6 @@ SQLite log and model directory. The shop is the SYNTHETIC simulated shop.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.online.conftest import prepare_shop
+from tests.online.conftest import prepare_shop, serve_processes
 
 from shopcast.config import Settings
 from shopcast.simulate import SimulatedShop
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -39,20 +31,6 @@ class Cluster:
     env: dict[str, str]
     urls: list[str]
     settings: Settings
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server {url} did not start: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -68,29 +46,8 @@ def cluster(redis_url: str, tmp_path: Path, small_shop: SimulatedShop) -> Iterat
         "SHOPCAST_API__RELOAD_INTERVAL_S": "3600",  # only the Redis announcement swaps
         "OPENBLAS_NUM_THREADS": "1",
     }
-    procs: list[tuple[subprocess.Popen[bytes], Path, str]] = []
-    for n in range(2):
-        port = free_port()
-        log = tmp_path / f"server{n}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shopcast.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        procs.append((proc, log, f"http://127.0.0.1:{port}"))
-    try:
-        for proc, log, url in procs:
-            wait_healthy(url, proc, log)
-        yield Cluster(env, [url for _, _, url in procs], settings)
-    finally:
-        for proc, _, _ in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc, _, _ in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with serve_processes(env, tmp_path) as urls:
+        yield Cluster(env, urls, settings)
 
 
 def recs(url: str, user: str) -> dict[str, Any]:

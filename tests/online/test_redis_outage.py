@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from tests.online.conftest import prepare_shop
-from tests.online.test_processes import free_port
+from tests.online.conftest import free_port, prepare_shop
 
 from shopcast.online.worker import Worker
 from shopcast.simulate import SimulatedShop

@@ -18,9 +18,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,8 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.online.conftest import prepare_shop
-from tests.online.test_processes import free_port, wait_healthy
+from tests.online.conftest import prepare_shop, serve_processes
 from tests.push.conftest import T0, Clock, FakeItems, catalog, consenting, ev, push_settings
 
 from shopcast.push.attribution import Attribution
@@ -80,35 +76,14 @@ def two_servers(
         "SHOPCAST_ENVIRONMENT": "test",
         "OPENBLAS_NUM_THREADS": "1",
     }
-    procs = []
-    for n in range(2):
-        port = free_port()
-        log = tmp_path / f"server{n}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shopcast.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        procs.append((proc, log, f"http://127.0.0.1:{port}"))
-    try:
-        for proc, log, url in procs:
-            wait_healthy(url, proc, log)
+    with serve_processes(env, tmp_path) as urls:
         client, prefix = _redis(redis_url)
         deadline = time.monotonic() + 30
         while dict(client.pubsub_numsub(f"{prefix}push:live")).get(f"{prefix}push:live", 0) < 2:  # type: ignore[attr-defined]
             assert time.monotonic() < deadline, "the processes did not subscribe"
             time.sleep(0.05)
         client.close()  # type: ignore[attr-defined]
-        yield procs[0][2], procs[1][2]
-    finally:
-        for proc, _, _ in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc, _, _ in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        yield urls[0], urls[1]
 
 
 def _read(

@@ -171,7 +171,7 @@ def test_push_survives_the_api_process_killed_after_the_202(
     import sys
 
     import httpx
-    from tests.online.test_processes import free_port, wait_healthy
+    from tests.online.conftest import free_port, wait_healthy
 
     settings = prepare_shop(tmp_path, small_shop)
     config = tmp_path / "shopcast.toml"

@@ -15,9 +15,6 @@ What is promised (docs/operations.md, "Profiles and targeting across processes")
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tests.online.test_processes import free_port, wait_healthy
+from tests.online.conftest import serve_processes
 
 from shopcast.api import create_app
 from shopcast.config import Settings
@@ -91,29 +88,8 @@ def servers(
         "SHOPCAST_ENVIRONMENT": "test",
         "OPENBLAS_NUM_THREADS": "1",
     }
-    procs = []
-    for n in range(2):
-        port = free_port()
-        log = tmp_path / f"server{n}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shopcast.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        procs.append((proc, log, f"http://127.0.0.1:{port}"))
-    try:
-        for proc, log, url in procs:
-            wait_healthy(url, proc, log)
-        yield [url for _, _, url in procs]
-    finally:
-        for proc, _, _ in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc, _, _ in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with serve_processes(env, tmp_path) as urls:
+        yield urls
 
 
 @pytest.mark.server
