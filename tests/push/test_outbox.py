@@ -10,7 +10,7 @@ from tests.push.outbox_contract import OutboxContract
 
 from shopcast.errors import UnknownBackendError
 from shopcast.push._outbox_memory import MemoryOutbox
-from shopcast.push._outbox_sqlite import SqliteOutbox
+from shopcast.push._outbox_sql import SqliteOutbox
 from shopcast.push.outbox import Outbox, open_outbox
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from tests.push.outbox_contract import OutboxContract
 
-from shopcast.push._outbox_postgres import PostgresOutbox
+from shopcast.push._outbox_sql import PostgresOutbox
 from shopcast.push.outbox import Outbox, open_outbox
 
 

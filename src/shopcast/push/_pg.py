@@ -94,6 +94,14 @@ class PgPushDatabase:
                 return fn(conn)
         return self._pg.read(fn)
 
+    def query(self, fn: Callable[[PgConnection], R]) -> R:
+        """``fn(conn)`` with a ``?``-style connection, in the batch when there is one;
+        outside one, retried once on a broken connection (the outbox's reads)."""
+        if getattr(self._local, "conn", None) is not None:
+            with self.write() as conn:
+                return fn(conn)
+        return self._pg.read(lambda raw: fn(PgConnection(raw)))
+
     @contextmanager
     def write(self) -> Iterator[PgConnection]:
         with self.transaction() as conn:

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shopcast.errors import StorageError
 from shopcast.storage._sqlite import BUSY_TIMEOUT_S, sqlite_path
+
+R = TypeVar("R")
 
 
 class PushDatabase:
@@ -76,6 +78,11 @@ class PushDatabase:
     def read(self) -> Iterator[sqlite3.Connection]:
         with self._lock, self._errors():
             yield self._conn
+
+    def query(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """``fn(conn)`` under the read lock (the outbox's reads)."""
+        with self.read() as conn:
+            return fn(conn)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

@@ -103,13 +103,13 @@ def open_storage(outbox_url: str, state_url: str) -> tuple[Outbox, PushState, At
     they share one connection per decision round, so each ``observe`` / ``tick``
     commits once (decisions with their outbox rows)."""
     if outbox_url == state_url and outbox_url.startswith(("postgresql://", "postgres://")):
-        from shopcast.push._outbox_postgres import PostgresOutbox
+        from shopcast.push._outbox_sql import PostgresOutbox
         from shopcast.push._pg import PgPushDatabase
 
         pg = PgPushDatabase(state_url)
         return PostgresOutbox(state_url, pg), PushState(state_url, pg), Attribution(state_url, pg)
     if outbox_url == state_url and outbox_url.startswith("sqlite"):
-        from shopcast.push._outbox_sqlite import SqliteOutbox
+        from shopcast.push._outbox_sql import SqliteOutbox
         from shopcast.push._sqlite import PushDatabase
 
         db = PushDatabase(state_url)

@@ -97,7 +97,7 @@ def open_outbox(url: str) -> Outbox:
     """The outbox backend named by the URL's scheme (imported only when used)."""
     scheme = url.split("://", 1)[0].lower()
     if scheme == "sqlite":
-        from shopcast.push._outbox_sqlite import SqliteOutbox
+        from shopcast.push._outbox_sql import SqliteOutbox
 
         return SqliteOutbox(url)
     if scheme == "memory":
@@ -105,7 +105,7 @@ def open_outbox(url: str) -> Outbox:
 
         return MemoryOutbox()
     if scheme in ("postgresql", "postgres"):
-        from shopcast.push._outbox_postgres import PostgresOutbox
+        from shopcast.push._outbox_sql import PostgresOutbox
 
         return PostgresOutbox(url)
     raise UnknownBackendError(

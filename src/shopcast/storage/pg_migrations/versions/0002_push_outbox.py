@@ -1,4 +1,4 @@
-"""The push outbox: messages and their deliveries (``shopcast.push._outbox_postgres``).
+"""The push outbox: messages and their deliveries (``shopcast.push._outbox_sql``).
 
 Revision ID: 0002
 Revises: 0001
