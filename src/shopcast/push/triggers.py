@@ -176,6 +176,11 @@ class Trigger:
         )
 
 
+def _push_item(info: ItemInfo | None, item_id: str, reason: str) -> PushItem:
+    """The item as a message line: described from the catalog when it is known."""
+    return info.push_item(reason) if info is not None else PushItem(item_id, reason=reason)
+
+
 def _user_item_events(events: Sequence[Event], *types: EventType) -> list[Event]:
     return [
         e for e in events if e.user_id is not None and e.item_id is not None and e.type in types
@@ -217,9 +222,7 @@ class CartAbandonment(Trigger):
         cart = list(timer.payload.get("items", {}))
         info = ctx.describe(cart)
         subject = [
-            info[i].push_item("still in your cart")
-            if i in info
-            else PushItem(i, reason="still in your cart")
+            _push_item(info.get(i), i, "still in your cart")
             for i in cart
             if i not in info or info[i].stock != 0
         ]
@@ -281,11 +284,7 @@ class BrowseAbandonment(Trigger):
             return [
                 self.candidate(ctx, timer.user_id, key, subject, extra, data={"category": category})
             ]
-        item = (
-            info.push_item("you looked at it")
-            if info
-            else PushItem(item_id, reason="you looked at it")
-        )
+        item = _push_item(info, item_id, "you looked at it")
         extra = self.fill(ctx, timer.user_id, "product_page", [item], anchors=[item_id])
         return [
             self.candidate(ctx, timer.user_id, f"item:{item_id}:{timer.due_at:.3f}", [item], extra)
@@ -427,9 +426,7 @@ class AfterSales(Trigger):
         guides = guides_for(ctx.settings.guides, info, item_id)
         if not guides:
             return []
-        item = (
-            info.push_item("you bought it") if info else PushItem(item_id, reason="you bought it")
-        )
+        item = _push_item(info, item_id, "you bought it")
         data = {"guides": [g.model_dump(exclude_none=True) for g in guides]}
         return [
             self.candidate(ctx, timer.user_id, f"{item_id}:{timer.due_at:.3f}", [item], [], data)
@@ -507,11 +504,7 @@ class Replenishment(Trigger):
         if info is not None and info.stock == 0:
             return []
         days = max(1, round(float(timer.payload.get("cycle_s", DAY)) / DAY))
-        item = (
-            info.push_item("time to buy it again")
-            if info
-            else PushItem(item_id, reason="time to buy it again")
-        )
+        item = _push_item(info, item_id, "time to buy it again")
         extra = self.fill(ctx, timer.user_id, "post_purchase", [item], anchors=[item_id])
         return [
             self.candidate(
@@ -583,9 +576,7 @@ class Promotion(Trigger):
             subject: list[PushItem] = []
             if promo.item_id:
                 info = ctx.describe([promo.item_id]).get(promo.item_id)
-                subject = [
-                    info.push_item(reason) if info else PushItem(promo.item_id, reason=reason)
-                ]
+                subject = [_push_item(info, promo.item_id, reason)]
             extra = self.fill(ctx, user, "home", subject, category=promo.category)
             data = {
                 "promotion_id": promo.promotion_id,
