@@ -16,6 +16,7 @@ from shopcast.models.ials import ImplicitALS
 from shopcast.models.knn import ItemKNN
 from shopcast.models.mf import BiasedMF, BiasedMFALS, SVDpp
 from shopcast.models.popularity import Popularity
+from shopcast.models.rerank import TwoStageRanker
 from shopcast.models.sasrec import SASRec
 
 #: Every model by its ``name``.
@@ -35,6 +36,7 @@ MODELS: dict[str, type[Recommender]] = {
         SASRec,
         HybridRanker,
         HybridRating,
+        TwoStageRanker,
     )
 }
 
@@ -67,6 +69,7 @@ __all__ = [
     "Recommender",
     "SASRec",
     "SVDpp",
+    "TwoStageRanker",
     "Vocabulary",
     "model_class",
 ]
