@@ -67,6 +67,7 @@ from shopcast.models._common import (
 )
 from shopcast.models._data import explicit_ratings, n_items_of, n_users_of
 from shopcast.models._hybrid_side import FeatureBag, FeatureTable, SideFeatures, TableEncoder
+from shopcast.privacy.dp import DPConfig, DPReport
 
 if TYPE_CHECKING:
     import torch
@@ -212,6 +213,7 @@ class _Hybrid:
         side: SideFeatures | None = None,
         item_tokens: Mapping[str, Sequence[str]] | None = None,
         user_tokens: Mapping[str, Sequence[str]] | None = None,
+        dp: DPConfig | Mapping[str, Any] | None = None,
     ) -> None:
         for label, count in (
             ("dim", dim),
@@ -266,6 +268,10 @@ class _Hybrid:
             )
             base = base.merged(tokens)
         self.side = base
+        # Optional DP-SGD training (shopcast.privacy.dp_hybrid); its report is
+        # ``dp_report_``.
+        self.dp = DPConfig.from_json(dp) if isinstance(dp, Mapping) else dp
+        self.dp_report_: DPReport | None = None
 
     def _params(self) -> dict[str, Any]:
         """Constructor arguments as JSON (side features are saved as learned state)."""
@@ -274,7 +280,9 @@ class _Hybrid:
             "weight_decay", "batch_size", "epochs", "patience", "ensemble", "holdout", "refit",
             "min_token_count", "text_terms", "seed", "threads", *self._extra_params,
         )  # fmt: skip
-        return {n: getattr(self, n) for n in names}
+        return {n: getattr(self, n) for n in names} | {
+            "dp": None if self.dp is None else self.dp.to_json()
+        }
 
     # -- side features -------------------------------------------------------------------
 
@@ -603,6 +611,7 @@ class _Hybrid:
                 [r.epoch, r.loss, None if math.isnan(r.val) else r.val, r.seconds, r.refit]
                 for r in self.history_
             ],
+            "dp": None if self.dp_report_ is None else self.dp_report_.to_json(),
         }
 
     def _arrays(self) -> dict[str, np.ndarray[Any, Any]]:
@@ -696,6 +705,8 @@ class _Hybrid:
             model.user_enc_ = TableEncoder.from_arrays(arrays, "user_enc_", **params)
             model.item_enc_ = TableEncoder.from_arrays(arrays, "item_enc_", **params)
             model._restore_extra(state, arrays)
+            dp = state.get("dp")
+            model.dp_report_ = None if dp is None else DPReport.from_json(dp)
             weights = arrays["weights"].astype(np.float32)
             if weights.ndim != 2 or weights.shape[0] != model.ensemble:
                 raise ValueError(f"weights of shape {weights.shape} for {model.ensemble} members")
@@ -966,6 +977,7 @@ class HybridRating(_Hybrid):
         side: SideFeatures | None = None,
         item_tokens: Mapping[str, Sequence[str]] | None = None,
         user_tokens: Mapping[str, Sequence[str]] | None = None,
+        dp: DPConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             dim=dim,
@@ -991,6 +1003,7 @@ class HybridRating(_Hybrid):
             side=side,
             item_tokens=item_tokens,
             user_tokens=user_tokens,
+            dp=dp,
         )
         if not 0 <= edge_dropout < 1:
             raise ConfigError(f"edge_dropout must be in [0, 1), got {edge_dropout}")
@@ -1009,15 +1022,16 @@ class HybridRating(_Hybrid):
         side: SideFeatures | None = None,
         progress: Progress | None = None,
     ) -> Self:
-        """Fit on the explicit ratings of ``data`` (``rate`` events with a value)."""
+        """Fit on the explicit ratings of ``data`` (``rate`` events with a value); with
+        ``dp`` set, with DP-SGD (``shopcast.privacy.dp_hybrid``)."""
+        if self.dp is not None:
+            from shopcast.privacy.dp_hybrid import fit_private_rating
+
+            fit_private_rating(self, data, side=side, progress=progress)
+            return self
         t0 = time.perf_counter()
-        user, item, value = explicit_ratings(data)
-        self.levels_ = _levels(value)
-        level = _level_of(value, self.levels_)
-        n_levels = self.levels_.shape[0]
-        n_users, n_items = n_users_of(data), n_items_of(data)
-        self._prepare(data, side, user, item, n_items * n_levels, n_users * n_levels)
-        self.r_min_, self.r_max_ = float(value.min()), float(value.max())
+        user, item, level, value = self._setup(data, side)
+        n_users = n_users_of(data)
         holdout = None
         if self.holdout > 0 and value.shape[0] >= 20:
             rng = np.random.default_rng(self.seed)
@@ -1032,12 +1046,35 @@ class HybridRating(_Hybrid):
         self._train(holdout, final, progress, t0)
         return self
 
+    def _setup(
+        self, data: Interactions, side: SideFeatures | None, *, item_behaviour: bool = True
+    ) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
+        """``(user, item, level, value)`` of the ratings; levels, encoders, bags and the
+        rating range set. Without ``item_behaviour`` the item tower has no behaviour
+        columns (the users who rated an item)."""
+        user, item, value = explicit_ratings(data)
+        self.levels_ = _levels(value)
+        level = _level_of(value, self.levels_)
+        n_levels = self.levels_.shape[0]
+        n_users, n_items = n_users_of(data), n_items_of(data)
+        n_beh_item = n_users * n_levels if item_behaviour else 0
+        self._prepare(data, side, user, item, n_items * n_levels, n_beh_item)
+        self.r_min_, self.r_max_ = float(value.min()), float(value.max())
+        return user, item, level, value
+
     def _phase(
-        self, user: IntArray, item: IntArray, level: IntArray, value: FloatArray
+        self,
+        user: IntArray,
+        item: IntArray,
+        level: IntArray,
+        value: FloatArray,
+        *,
+        item_behaviour: bool = True,
     ) -> _RatingPhase:
         n_levels = self.levels_.shape[0]
         n_user_rows, n_item_rows = len(self.user_keys_), self.item_static_.rows
         ones = np.ones(user.shape[0])
+        on = item_behaviour  # else an empty item behaviour
         return _RatingPhase(
             self,
             user,
@@ -1045,7 +1082,13 @@ class HybridRating(_Hybrid):
             value,
             float(value.mean()),
             _Hist.build(user, item * n_levels + level, item, ones, self.n_user_ids_),
-            _Hist.build(item, user * n_levels + level, user, ones, self.n_items_),
+            _Hist.build(
+                item[:0] if not on else item,
+                (user * n_levels + level)[: None if on else 0],
+                user[: None if on else 0],
+                ones[: None if on else 0],
+                self.n_items_,
+            ),
             self._user_ids(np.bincount(user, minlength=n_user_rows) > 0),
             self._item_ids(np.bincount(item, minlength=n_item_rows) > 0),
         )
@@ -1524,6 +1567,7 @@ class HybridRanker(_Hybrid):
         side: SideFeatures | None = None,
         item_tokens: Mapping[str, Sequence[str]] | None = None,
         user_tokens: Mapping[str, Sequence[str]] | None = None,
+        dp: DPConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             dim=dim,
@@ -1549,6 +1593,7 @@ class HybridRanker(_Hybrid):
             side=side,
             item_tokens=item_tokens,
             user_tokens=user_tokens,
+            dp=dp,
         )
         if negatives < 0:
             raise ConfigError(f"negatives must be >= 0, got {negatives}")
@@ -1580,16 +1625,15 @@ class HybridRanker(_Hybrid):
         side: SideFeatures | None = None,
         progress: Progress | None = None,
     ) -> Self:
-        """Fit on the weighted events of ``data`` (see the class docstring)."""
+        """Fit on the weighted events of ``data`` (see the class docstring); with ``dp``
+        set, with DP-SGD (``shopcast.privacy.dp_hybrid``)."""
+        if self.dp is not None:
+            from shopcast.privacy.dp_hybrid import fit_private_ranker
+
+            fit_private_ranker(self, data, side=side, progress=progress)
+            return self
         t0 = time.perf_counter()
-        n_users = n_users_of(data)
-        ev = _Events.of(data, weight_array(self.event_weights), n_users)
-        if not ev.item.size:
-            raise ModelError("no events with a positive weight to learn from")
-        self._prepare(data, side, ev.subject, ev.item, n_items_of(data), 0)
-        starts = np.maximum(ev.offsets[:-1], ev.offsets[1:] - self.max_history)
-        pos, self.hist_offsets_ = _ranges(starts, ev.offsets[1:])
-        self.hist_item_, self.hist_weight_, self.hist_ts_ = ev.item[pos], ev.weight[pos], ev.ts[pos]
+        ev = self._setup(data, side)
         holdout = None
         t_min, t_max = float(ev.ts.min()), float(ev.ts.max())
         if self.holdout > 0 and t_max > t_min:
@@ -1601,6 +1645,18 @@ class HybridRanker(_Hybrid):
             raise ModelError("no baskets to learn from")
         self._train(holdout, final, progress, t0)
         return self
+
+    def _setup(self, data: Interactions, side: SideFeatures | None) -> _Events:
+        """The weighted events; encoders, bags and the stored histories set."""
+        n_users = n_users_of(data)
+        ev = _Events.of(data, weight_array(self.event_weights), n_users)
+        if not ev.item.size:
+            raise ModelError("no events with a positive weight to learn from")
+        self._prepare(data, side, ev.subject, ev.item, n_items_of(data), 0)
+        starts = np.maximum(ev.offsets[:-1], ev.offsets[1:] - self.max_history)
+        pos, self.hist_offsets_ = _ranges(starts, ev.offsets[1:])
+        self.hist_item_, self.hist_weight_, self.hist_ts_ = ev.item[pos], ev.weight[pos], ev.ts[pos]
+        return ev
 
     def _forget_rows(self, rows: IntArray) -> None:
         """The users' histories (the behaviour part of their tower) are emptied."""

@@ -46,7 +46,9 @@ _ACCOUNTANTS = ("rdp", "prv")
 class DPConfig:
     """DP-SGD settings: target ``epsilon`` (``inf``: no DP), ``delta`` (``None``: 1 /
     users), per-user ``max_grad_norm``, ``epochs``, ``sample_rate`` (``None``: batch size
-    / users), ``accountant``; ``noise_multiplier`` overrides the one derived from ε."""
+    / users), ``accountant``; ``noise_multiplier`` overrides the one derived from ε;
+    ``per_user``: draws of a user's own data per step (hybrid model only, see
+    ``dp_hybrid``; SASRec always uses the user's one sequence)."""
 
     epsilon: float = 8.0
     delta: float | None = None
@@ -55,6 +57,7 @@ class DPConfig:
     sample_rate: float | None = None
     accountant: str = "rdp"
     noise_multiplier: float | None = None
+    per_user: int = 8
 
     def __post_init__(self) -> None:
         if not self.epsilon > 0:
@@ -71,6 +74,8 @@ class DPConfig:
             raise ConfigError(f"dp accountant must be one of {_ACCOUNTANTS}")
         if self.noise_multiplier is not None and self.noise_multiplier < 0:
             raise ConfigError("dp noise_multiplier must be >= 0")
+        if self.per_user < 1:
+            raise ConfigError(f"dp per_user must be >= 1, got {self.per_user}")
 
     @property
     def private(self) -> bool:
@@ -84,6 +89,9 @@ class DPConfig:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DPConfig:
         values = dict(data)
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"dp: unknown setting(s) {', '.join(unknown)}")
         if values.get("epsilon") is None:
             values["epsilon"] = math.inf
         return cls(**values)
