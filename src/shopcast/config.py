@@ -176,6 +176,14 @@ class ProfileSettings(BaseModel):
     churn_days: float = Field(90.0, gt=0, description="'churned' when inactive longer")
     segments: int = Field(8, ge=1, le=100, description="k of the k-means segments")
     segment_seed: int = 0
+    resident_users: int | None = Field(
+        None,
+        ge=1,
+        description="Lazy profiles (large shops): keep at most this many users' profile "
+        "states and records in memory, each read from the store on first use; RFM "
+        "quintiles and segments are fitted on a sample of recently active users. "
+        "None: every user's, batch-built from the whole log at start",
+    )
     reference_time: Literal["wall", "log"] = Field(
         "wall", description="'now' of profiles: the wall clock, or the log's last event (replays)"
     )
@@ -644,7 +652,13 @@ class PushSettings(BaseModel):
         "stream-token.key beside auth.keys_path (set it when API hosts differ)",
     )
     stream_token_ttl_s: float = Field(
-        600.0, gt=0, le=86400, description="Lifetime of a stream token (checked on connect)"
+        600.0, gt=0, le=86400, description="Lifetime of a stream token (an open stream ends)"
+    )
+    stream_recheck_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="An open stream's API key is looked up again this often (revoked: it ends)",
     )
     retention_days: float = Field(
         90.0, gt=0, description="Finished pushes, the journal and interest are deleted after"

@@ -79,6 +79,7 @@ def settings(tmp_path: Path) -> Settings:
             "min_gap": 0,
             "tick_interval_s": 3600,
             "heartbeat_s": 0.2,
+            "stream_recheck_s": 0.3,
             "triggers": {"session_nudge": {"holdout": 0}},
         },
     )
@@ -133,6 +134,71 @@ def test_stream_token_api_scopes_expiry_user_tenant(settings: Settings) -> None:
             client.websocket_connect(f"/v1/users/bob/stream/ws?token={token}") as ws,
         ):
             ws.receive_json()
+
+
+def _soon_expiring(settings: Settings, user: str, in_s: float = 1.2) -> str:
+    """A valid token for ``user`` in shop-a that expires about ``in_s`` from now."""
+    tokens = StreamTokens.from_settings(settings)
+    tokens.clock = lambda: time.time() + in_s - tokens.ttl_s + 1  # issue() floors to a second
+    return tokens.issue("shop-a", user)[0]
+
+
+def test_an_open_stream_ends_when_its_token_expires_or_its_key_is_revoked(
+    settings: Settings,
+) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    from shopcast.api import create_app
+
+    keys = KeyStore(settings.auth.keys_path)
+    admin = auth(keys.create(["admin"], tenant="shop-a")[1])
+    ws_key, ws_secret = keys.create(["read"], tenant="shop-a")
+    sse_key, sse_secret = keys.create(["read"], tenant="shop-a")
+    keys.close()
+    with TestClient(create_app(settings)) as client:
+        setup_shop(client, admin)
+        # SSE opened with a token: heartbeats, then an "expired" event and the end
+        token = _soon_expiring(settings, "alice")
+        started = time.monotonic()
+        r = client.get(f"/v1/users/alice/stream?token={token}")
+        assert r.status_code == 200
+        assert time.monotonic() - started < 10
+        assert ": heartbeat" in r.text
+        assert r.text.rstrip().endswith('expired; ask for a new one"}')
+        assert "event: expired" in r.text
+        # the same over a WebSocket: closed with 4401
+        token = _soon_expiring(settings, "alice")
+        with client.websocket_connect(f"/v1/users/alice/stream/ws?token={token}") as ws:
+            frames = []
+            with pytest.raises(WebSocketDisconnect) as closed:
+                for _ in range(100):
+                    frames.append(ws.receive_json())
+        assert closed.value.code == 4401 and {"event": "heartbeat"} in frames
+        # a WebSocket opened with an API key ends once the key is revoked
+        with client.websocket_connect(f"/v1/users/alice/stream/ws?key={ws_secret}") as ws:
+            assert ws.receive_json() == {"event": "heartbeat"}
+            assert ws.receive_json() == {"event": "heartbeat"}  # re-checked, still valid
+            revoking = KeyStore(settings.auth.keys_path)
+            revoking.revoke(ws_key.key_id)
+            revoking.close()
+            with pytest.raises(WebSocketDisconnect) as closed:
+                for _ in range(100):
+                    ws.receive_json()
+        assert closed.value.code == 4401
+
+        # and an SSE stream opened with a key: revoked from another thread meanwhile
+        def revoke_soon() -> None:
+            time.sleep(0.8)
+            other = KeyStore(settings.auth.keys_path)
+            other.revoke(sse_key.key_id)
+            other.close()
+
+        revoker = threading.Thread(target=revoke_soon)
+        revoker.start()
+        r = client.get("/v1/users/alice/stream", headers=auth(sse_secret))
+        revoker.join()
+        assert r.status_code == 200 and "event: expired" in r.text and "revoked" in r.text
+        assert r.text.count(": heartbeat") >= 2  # re-checked while valid, then ended
 
 
 @pytest.fixture

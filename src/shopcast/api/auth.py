@@ -39,7 +39,7 @@ from shopcast.privacy.apikeys import Scope as KeyScope
 from shopcast.privacy.crypto import open_private_store
 from shopcast.privacy.pseudonym import Pseudonymizer
 from shopcast.privacy.tenants import DEFAULT_TENANT, tenant_settings
-from shopcast.push.tokens import StreamGrant, stream_tokens
+from shopcast.push.tokens import StreamAuth, StreamGrant, stream_tokens
 from shopcast.serving.engine import Engine
 from shopcast.storage import Store
 
@@ -222,6 +222,10 @@ class AuthMiddleware:
         tenant = grant.tenant if grant is not None else key.tenant if key is not None else None
         if tenant is not None:
             scope["state"] = {**(scope.get("state") or {}), "shopcast_tenant": tenant}
+            if STREAM_PATH.match(scope["path"]):  # kept authorized while it stays open
+                scope["state"]["shopcast_stream_auth"] = self.stream_auth(
+                    scope["app"].state, grant, _token(scope["headers"])
+                )
             pool: TenantPool | None = getattr(scope["app"].state, "tenants", None)
             if pool is not None:
                 await pool.ensure(tenant)
@@ -233,6 +237,27 @@ class AuthMiddleware:
             local_limit = self.limiter is None or isinstance(self.limiter, TokenBuckets)
             self._offload = not isinstance(self.keys, KeyStore) or not local_limit
         return self._offload
+
+    def stream_auth(
+        self, app_state: Any, grant: StreamGrant | None, token: str | None
+    ) -> StreamAuth:
+        """What keeps an open stream authorized: the token's expiry, or the key re-checked."""
+        if grant is not None:
+            clock = stream_tokens(app_state, self.settings).clock
+            return StreamAuth(expires_at=grant.expires_at, clock=clock)
+        return StreamAuth(
+            recheck=lambda: self.still_reads(token or ""),
+            recheck_s=self.settings.push.stream_recheck_s,
+        )
+
+    def still_reads(self, token: str) -> bool:
+        """Whether the key may still read; a key store that cannot be reached keeps an
+        open stream (it was authorized; the next successful check decides)."""
+        try:
+            key = self.keys.verify(token)
+        except StorageUnavailableError:
+            return True
+        return key is not None and key.allows("read")
 
     def _stream_grant(self, scope: Scope) -> StreamGrant | None:
         """The grant of a stream token (``GET /v1/users/{id}/stream?token=``), if any."""

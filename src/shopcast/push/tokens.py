@@ -6,10 +6,15 @@ bound to the key's tenant, that user id and an expiry (``push.stream_token_ttl_s
 of a key. The token is ``sct1.<payload>.<mac>``: ``payload`` the URL-safe base64 of
 ``{"t": tenant, "u": user id, "x": expiry (unix seconds)}``, ``mac`` the URL-safe
 base64 HMAC-SHA256 of ``"sct1." + payload`` under the token secret (compared in
-constant time). It opens that one user's stream in that tenant and nothing else; it is
-checked when the stream opens (an open stream outlives the token's expiry; a
-reconnect needs a fresh token). Tokens are never logged: the access log's ``token=``
-and ``key=`` query values are redacted (``privacy.logs``).
+constant time). It opens that one user's stream in that tenant and nothing else.
+
+An open stream stays authorized only as long as what opened it (``StreamAuth``): a
+stream opened with a token ends when the token expires (SSE: an ``expired`` event, then
+the end of the response; WebSocket: close code 4401), and one opened with an API key
+ends once a re-check (every ``push.stream_recheck_s``) finds the key revoked or without
+the ``read`` scope. A client reconnects with a fresh token or a valid key. Tokens are
+never logged: the access log's ``token=`` and ``key=`` query values are redacted
+(``privacy.logs``).
 
 The secret is ``push.stream_token_secret``; without it a random one is created once in
 ``stream-token.key`` beside ``auth.keys_path`` (mode 0600), so the API processes of one
@@ -26,9 +31,11 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from shopcast.config import Settings
 from shopcast.errors import AuthError, StorageError
@@ -50,6 +57,36 @@ class StreamGrant:
     tenant: str
     user_id: str
     expires_at: float
+
+
+@dataclass
+class StreamAuth:
+    """How long an open stream stays authorized: until a token's ``expires_at`` (unix
+    seconds), or while ``recheck()`` (an API key looked up again, at most every
+    ``recheck_s``) says the key still may read."""
+
+    expires_at: float | None = None
+    recheck: Callable[[], bool] | None = None
+    recheck_s: float = 60.0
+    clock: Callable[[], float] = time.time
+    _checked_at: float = field(default_factory=time.monotonic)
+
+    def wait_s(self, heartbeat_s: float) -> float:
+        """How long the stream may wait for a message before looking again."""
+        if self.expires_at is None:
+            return heartbeat_s
+        return max(0.0, min(heartbeat_s, self.expires_at - self.clock()))
+
+    async def ended(self) -> str | None:
+        """None while the stream may go on, else why it ends (the key check runs in a
+        worker thread: the key store may be a database)."""
+        if self.expires_at is not None and self.clock() >= self.expires_at:
+            return "the stream token has expired; ask for a new one"
+        if self.recheck is not None and time.monotonic() - self._checked_at >= self.recheck_s:
+            self._checked_at = time.monotonic()
+            if not await anyio.to_thread.run_sync(self.recheck):
+                return "the API key was revoked or may no longer read"
+        return None
 
 
 class StreamTokens:

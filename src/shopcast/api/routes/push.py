@@ -34,11 +34,17 @@ from fastapi.responses import StreamingResponse
 
 from shopcast.api.auth import TenantPool
 from shopcast.api.routes._common import json_body, tenant_of, user_key
-from shopcast.errors import AuthError, FieldError, NotFoundError, ValidationError
+from shopcast.errors import (
+    AuthError,
+    FieldError,
+    NotFoundError,
+    StorageUnavailableError,
+    ValidationError,
+)
 from shopcast.push.engine import PushEngine
 from shopcast.push.messages import DeliveryStatus, PushMessage, iso
 from shopcast.push.service import PushService
-from shopcast.push.tokens import stream_tokens
+from shopcast.push.tokens import StreamAuth, stream_tokens
 
 router = APIRouter(tags=["push"])
 
@@ -70,6 +76,7 @@ async def stream(request: Request, user_id: str) -> StreamingResponse:
     if hub is None:
         raise NotFoundError("this process has no live channel")
     heartbeat = push.config.heartbeat_s
+    guard: StreamAuth = getattr(request.state, "shopcast_stream_auth", None) or StreamAuth()
     sub = hub.subscribe(key)
 
     async def events() -> AsyncIterator[str]:
@@ -78,8 +85,14 @@ async def stream(request: Request, user_id: str) -> StreamingResponse:
             await run_in_threadpool(push.connected, key)
             while True:
                 try:
-                    message = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
+                    message = await asyncio.wait_for(
+                        sub.queue.get(), timeout=guard.wait_s(heartbeat)
+                    )
                 except TimeoutError:
+                    why = await guard.ended()
+                    if why is not None:  # the token expired or the key was revoked
+                        yield f"event: expired\ndata: {json.dumps({'message': why})}\n\n"
+                        return
                     yield ": heartbeat\n\n"
                     continue
                 payload = json.dumps(_wire(message, user_id), separators=(",", ":"))
@@ -98,6 +111,7 @@ async def _socket(websocket: WebSocket, user_id: str) -> None:
     service: PushService | None = getattr(websocket.app.state, "push", None)
     settings = websocket.app.state.settings
     tenant_name = "default"
+    guard = StreamAuth()
     if settings.auth.enabled:
         from shopcast.privacy.apikeys import open_key_store
 
@@ -109,6 +123,10 @@ async def _socket(websocket: WebSocket, user_id: str) -> None:
                 await websocket.close(code=4401)
                 return
             tenant_name = grant.tenant
+            guard = StreamAuth(
+                expires_at=grant.expires_at,
+                clock=stream_tokens(websocket.app.state, settings).clock,
+            )
         else:
             token = websocket.headers.get("x-api-key") or websocket.query_params.get("key")
             auth = websocket.headers.get("authorization", "")
@@ -128,6 +146,7 @@ async def _socket(websocket: WebSocket, user_id: str) -> None:
                 await websocket.close(code=4401)
                 return
             tenant_name = key.tenant
+            guard = _key_guard(websocket, settings, token or "")
     pool: TenantPool = websocket.app.state.tenants
     tenant = await pool.ensure(tenant_name)
     push = service.get(tenant) if service is not None else None
@@ -145,8 +164,14 @@ async def _socket(websocket: WebSocket, user_id: str) -> None:
         await run_in_threadpool(push.connected, stored)
         while True:
             try:
-                message = await asyncio.wait_for(sub.queue.get(), timeout=push.config.heartbeat_s)
+                message = await asyncio.wait_for(
+                    sub.queue.get(), timeout=guard.wait_s(push.config.heartbeat_s)
+                )
             except TimeoutError:
+                why = await guard.ended()
+                if why is not None:  # the token expired or the key was revoked
+                    await websocket.close(code=4401, reason=why[:120])
+                    return
                 await websocket.send_json({"event": "heartbeat"})
                 continue
             await websocket.send_json({"event": "push", "data": _wire(message, user_id)})
@@ -154,6 +179,25 @@ async def _socket(websocket: WebSocket, user_id: str) -> None:
         pass
     finally:
         push.hub.unsubscribe(sub)
+
+
+def _key_guard(websocket: WebSocket, settings: Any, token: str) -> StreamAuth:
+    """The API key of a WebSocket stream, looked up again every ``stream_recheck_s``."""
+    from shopcast.privacy.apikeys import open_key_store
+
+    def still_reads() -> bool:
+        shared = getattr(websocket.state, "shopcast_keys", None)
+        keys = shared if shared is not None else open_key_store(settings)
+        try:
+            key = keys.verify(token)
+        except StorageUnavailableError:
+            return True  # authorized when it opened; the next reachable check decides
+        finally:
+            if shared is None:
+                keys.close()
+        return key is not None and key.allows("read")
+
+    return StreamAuth(recheck=still_reads, recheck_s=settings.push.stream_recheck_s)
 
 
 @router.websocket("/v1/users/{user_id}/stream")
