@@ -11,9 +11,11 @@
   online state), expiring once a full bucket would have refilled.
 
 A limiter answers ``take(key_id, tenant)``: 0 when the request may pass, else the
-seconds until it may (``Retry-After``). When Redis cannot be reached the request passes
-(rate limiting is a guard, not a reason to refuse a shop's traffic) and a warning is
-logged; the connection's breaker skips Redis for ``state.retry_s``.
+seconds until it may (``Retry-After``). When Redis cannot be reached, each process
+enforces the limit on its own (an in-process ``TokenBuckets``) until Redis answers
+again: the shop's traffic is never refused because Redis is down, and no key gets more
+than its rate per process meanwhile (with N processes, up to N times its rate). A
+warning is logged; the connection's breaker skips Redis for ``state.retry_s``.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class RedisTokenBuckets:
         self.clock = clock
         self._script = connection.client.register_script(_TAKE)
         self._warned_at = 0.0
+        self.fallback = TokenBuckets(rate, burst)  # while Redis is unavailable
 
     def bucket_key(self, key: str, tenant: str = DEFAULT_TENANT) -> str:
         space = "" if tenant == DEFAULT_TENANT else f"{tenant}:"
@@ -131,8 +134,8 @@ class RedisTokenBuckets:
         except StateUnavailableError as exc:
             if time.monotonic() - self._warned_at > 60:
                 self._warned_at = time.monotonic()
-                log.warning("rate limits not enforced while Redis is unavailable: %s", exc)
-            return 0.0
+                log.warning("rate limits per process while Redis is unavailable: %s", exc)
+            return self.fallback.take(key, tenant)
         return max(0.0, float(wait))
 
     def close(self) -> None:
