@@ -721,6 +721,11 @@ class Settings(BaseSettings):
         description="sqlite:///PATH (default) or memory://",
     )
     model_dir: Path = Path("shopcast-data/models")
+    reports_dir: Path = Field(
+        Path("bench/results/evaluate"),
+        description="Where `shopcast evaluate` and the dashboard's evaluate job write their "
+        "reports (JSON, Markdown, PNG) and where the dashboard lists them",
+    )
     data_path: Path = Field(default_factory=default_data_path, description="Shared datasets")
     api: ApiSettings = Field(default_factory=ApiSettings)
     item_features: ItemFeatureSettings = Field(default_factory=ItemFeatureSettings)

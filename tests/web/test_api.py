@@ -238,6 +238,25 @@ def test_evaluation_reports_are_listed_and_served(shop_client: TestClient) -> No
     assert shop_client.get("/v1/dashboard/evaluations/other.png").status_code == 404
 
 
+def test_evaluation_reports_come_from_the_configured_folder(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from shopcast.api import create_app
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "q3.json").write_text('{"benchmark": "q3", "models": {"ease": {"NDCG@10": 0.1}}}')
+    Path("bench/results/evaluate").mkdir(parents=True, exist_ok=True)  # the default: not read
+    Path("bench/results/evaluate/q1.json").write_text('{"benchmark": "q1", "models": {}}')
+    configured = settings.model_copy(update={"reports_dir": folder})
+    with TestClient(create_app(configured)) as client:
+        out = client.get("/v1/dashboard/evaluations").json()
+        assert out["folder"] == str(folder)
+        assert [r["benchmark"] for r in out["reports"]] == ["q3"]
+        assert client.get("/v1/dashboard/evaluations/q3.json").status_code == 200
+        assert client.get("/v1/dashboard/evaluations/q1.json").status_code == 404
+
+
 # -- jobs ---------------------------------------------------------------------------------
 
 

@@ -73,7 +73,8 @@ def evaluate(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Result JSON (default: bench/results/evaluate/<benchmark>.json); .md and "
+            help="Result JSON (default: <reports_dir>/<benchmark>.json, reports_dir from the "
+            "settings: bench/results/evaluate); .md and "
             ".png are written next to it"
         ),
     ] = None,
@@ -119,9 +120,10 @@ def _evaluate(
     bench = BENCHMARKS.get(benchmark.lower())
     if bench is None:
         raise NotFoundError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
+    settings = load_settings()
     if data is None:
-        data = load_settings().data_path / bench.folder
-    out = out or Path("bench/results/evaluate") / f"{bench.name}{'-quick' if quick else ''}.json"
+        data = settings.data_path / bench.folder
+    out = out or settings.reports_dir / f"{bench.name}{'-quick' if quick else ''}.json"
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

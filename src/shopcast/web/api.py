@@ -180,8 +180,8 @@ async def chart(
 # -- offline evaluation reports ------------------------------------------------------------
 
 
-def _reports() -> dict[str, Path]:
-    folder = jobs_mod.EVALUATE_DIR
+def _reports(request: Request) -> dict[str, Path]:
+    folder: Path = request.app.state.settings.reports_dir
     if not folder.is_dir():
         return {}
     return {p.name: p for p in sorted(folder.iterdir()) if p.suffix in (".json", ".png", ".md")}
@@ -217,20 +217,20 @@ def _summary(path: Path) -> dict[str, Any]:
 
 
 @router.get("/v1/dashboard/evaluations")
-def evaluations() -> dict[str, Any]:
-    """Reports written by ``shopcast evaluate`` (``bench/results/evaluate/``), if any."""
-    files = _reports()
+def evaluations(request: Request) -> dict[str, Any]:
+    """Reports written by ``shopcast evaluate`` (in ``settings.reports_dir``), if any."""
+    files = _reports(request)
     return {
-        "folder": str(jobs_mod.EVALUATE_DIR),
+        "folder": str(request.app.state.settings.reports_dir),
         "reports": [_summary(p) for n, p in files.items() if n.endswith(".json")],
         "plots": [n for n in files if n.endswith(".png")],
     }
 
 
 @router.get("/v1/dashboard/evaluations/{name}", response_class=FileResponse)
-def evaluation_file(name: str) -> FileResponse:
+def evaluation_file(request: Request, name: str) -> FileResponse:
     """One report file (only names the listing shows: no path can be named)."""
-    path = _reports().get(name)
+    path = _reports(request).get(name)
     if path is None:
         raise NotFoundError(f"no evaluation file {name!r}")
     return FileResponse(path)

@@ -14,7 +14,7 @@ Kinds (``KINDS``):
 - ``train``: ``{"ranker": bool | null}`` — ``train_bundle`` on the whole log, saved and
   promoted, then served by this process.
 - ``evaluate``: ``{"benchmark": "q1", "quick": true}`` — ``shopcast evaluate``'s
-  benchmark run; the report lands in ``bench/results/evaluate/`` (the models panel
+  benchmark run; the report lands in ``settings.reports_dir`` (the models panel
   shows it).
 """
 
@@ -28,15 +28,12 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from shopcast.config import Settings
 from shopcast.errors import FieldError, NotFoundError, ValidationError
 from shopcast.serving.engine import Engine
 from shopcast.storage import Store
-
-EVALUATE_DIR = Path("bench/results/evaluate")
 
 
 @dataclass
@@ -200,7 +197,7 @@ def _evaluate(job: Job, ctx: JobContext) -> dict[str, Any]:
     finally:
         done.set()
     job.update(0.95, "writing the report")
-    out = EVALUATE_DIR / f"{bench.name}{'-quick' if quick else ''}.json"
+    out = ctx.settings.reports_dir / f"{bench.name}{'-quick' if quick else ''}.json"
     paths = write_report(result, out)
     return {"benchmark": bench.name, "files": [str(p) for p in paths]}
 
