@@ -1,7 +1,10 @@
-"""Distributed data-parallel SASRec training: 2 real processes (gloo, CPU) give the
-single-process result (dropout off, so both are deterministic). SYNTHETIC shop."""
+"""Distributed data-parallel training (SASRec, the hybrid ranker and rating heads): 2 real
+processes (gloo, CPU) give the single-process result with the same global batch (dropout
+off, so both are deterministic). SYNTHETIC shop."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -9,7 +12,7 @@ import torch
 from shopcast.models._base import Interactions, Vocabulary
 from shopcast.models.sasrec import SASRec
 from shopcast.simulate import SimulatedShop
-from shopcast.training.distributed import fit_sasrec_distributed
+from shopcast.training.distributed import fit_distributed
 
 SETUP = {
     "hidden": 8,
@@ -27,15 +30,19 @@ SETUP = {
 }
 
 
-def test_two_processes_match_single_process_training(small_shop: SimulatedShop) -> None:
+def shop_data(shop: SimulatedShop) -> Interactions:
     from shopcast.ingest.importer import import_events
     from shopcast.storage import open_store
 
     store = open_store("memory://")
-    import_events(store, small_shop.events)
-    data = Interactions.from_frame(store.events.frame(), users=Vocabulary(), items=Vocabulary())
+    import_events(store, shop.events)
+    return Interactions.from_frame(store.events.frame(), users=Vocabulary(), items=Vocabulary())
+
+
+def test_two_processes_match_single_process_training(small_shop: SimulatedShop) -> None:
+    data = shop_data(small_shop)
     single = SASRec(**SETUP).fit(data)  # type: ignore[arg-type]
-    ddp = fit_sasrec_distributed(SASRec(**SETUP), data, world=2)  # type: ignore[arg-type]
+    ddp = fit_distributed(SASRec(**SETUP), data, world=2)  # type: ignore[arg-type]
     fresh = SASRec(**{**SETUP, "epochs": 1}).fit(data)  # type: ignore[arg-type]
     a, b, c = single.net_.state_dict(), ddp.net_.state_dict(), fresh.net_.state_dict()
     assert a.keys() == b.keys()
@@ -97,3 +104,100 @@ def test_cli_train_ddp(tmp_path: object, small_shop: SimulatedShop) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = load_current(tmp_path / "models")
     assert bundle is not None and "sequence" in bundle.models
+
+
+# The hybrid heads with every numpy-drawn randomness on (id and edge dropout, sampled
+# negatives, a holdout with early stopping and refit, an EMA of the weights): the ranks
+# draw what the single process draws; torch dropout off. Batch sizes leave an uneven
+# last batch.
+HYBRID = {
+    "dim": 8,
+    "hidden": 16,
+    "epochs": 3,
+    "dropout": 0.0,
+    "id_dropout": 0.2,
+    "edge_dropout": 0.2,
+    "holdout": 0.1,
+    "refit": True,
+    "patience": 5,
+    "ema": 0.5,
+    "seed": 1,
+    "threads": 1,
+}
+RANKER = HYBRID | {"batch_size": 33, "negatives": 16}  # in-batch + sampled negatives
+RATING = HYBRID | {"batch_size": 19, "l2": 0.01}
+#: The ranker's softmax is unchanged by a shift common to every candidate's logit: the
+#: item tower's output bias ``b`` adds ``<u, b>`` to all of a row's logits, so its
+#: gradient is zero up to float rounding, which Adam scales to steps of size ~lr. It
+#: moves freely in both runs and is left out of the parameter comparison; the scores
+#: (which it does not change) are compared.
+GAUGE = {"item.mlp.2.bias"}
+
+
+def _compare(single: Any, ddp: Any, fresh: Any, skip: set[str]) -> None:
+    for x, y, z in zip(single.nets_, ddp.nets_, fresh.nets_, strict=True):
+        a, b, c = x.state_dict(), y.state_dict(), z.state_dict()
+        assert a.keys() == b.keys()
+        names = [n for n in a if n not in skip]
+        for name in names:
+            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)
+        # the comparison can fail: another seed moved the weights well beyond the tolerance
+        assert max(float((a[n] - c[n]).abs().max()) for n in names) > 1e-2
+    # the same epochs, losses and validation metrics
+    assert [(r.epoch, r.refit) for r in ddp.history_] == [
+        (r.epoch, r.refit) for r in single.history_
+    ]
+    np.testing.assert_allclose(
+        [r.loss for r in ddp.history_], [r.loss for r in single.history_], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        [r.val for r in ddp.history_], [r.val for r in single.history_], rtol=1e-5
+    )
+
+
+def test_hybrid_ranker_two_processes_match_single_process(small_shop: SimulatedShop) -> None:
+    from shopcast.models._base import Context
+    from shopcast.models.hybrid import HybridRanker
+
+    data = shop_data(small_shop)
+    single = HybridRanker(**RANKER).fit(data)  # type: ignore[arg-type]
+    ddp = fit_distributed(HybridRanker(**RANKER), data, world=2)  # type: ignore[arg-type]
+    fresh = HybridRanker(**{**RANKER, "seed": 2}).fit(data)  # type: ignore[arg-type]
+    _compare(single, ddp, fresh, GAUGE)
+    items = np.arange(len(data.items))
+    for user in (data.users.id(3)[2:], None):
+        ctx = Context(
+            now=float(data.ts.max()),
+            user_id=user,
+            recent_items=np.array([1, 2, 3]),
+            recent_types=np.zeros(3, np.int64),
+        )
+        np.testing.assert_allclose(ddp.score(ctx, items), single.score(ctx, items), rtol=1e-4)
+        assert not np.allclose(fresh.score(ctx, items), single.score(ctx, items), rtol=1e-2)
+
+
+def test_hybrid_rating_two_processes_match_single_process() -> None:
+    from shopcast.domain import EventType
+    from shopcast.models._base import EVENT_CODES
+    from shopcast.models.hybrid import HybridRating
+
+    rng = np.random.default_rng(0)  # SYNTHETIC ratings: 40 users rate 8 of 20 items
+    users, items = Vocabulary(), Vocabulary(str(i) for i in range(20))
+    user = np.repeat(np.arange(40), 8)
+    item = np.concatenate([rng.choice(20, 8, replace=False) for _ in range(40)])
+    value = np.clip(((user % 2 == 0) == (item < 10)) * 3.0 + 1.5 + rng.normal(0, 0.5, 320), 1, 5)
+    users.indices([f"u:p{u}" for u in range(40)], add=True)
+    data = Interactions(
+        users=users,
+        items=items,
+        user=user.astype(np.int64),
+        item=item.astype(np.int64),
+        type=np.full(320, EVENT_CODES[EventType.RATE], dtype=np.int64),
+        ts=1.7e9 + np.arange(320, dtype=np.float64),
+        value=value.round(),
+    )
+    single = HybridRating(**RATING).fit(data)  # type: ignore[arg-type]
+    ddp = fit_distributed(HybridRating(**RATING), data, world=2)  # type: ignore[arg-type]
+    fresh = HybridRating(**{**RATING, "seed": 2}).fit(data)  # type: ignore[arg-type]
+    _compare(single, ddp, fresh, set())
+    np.testing.assert_allclose(ddp.predict(user, item), single.predict(user, item), atol=1e-4)

@@ -112,7 +112,17 @@ class _Phase(Protocol):
 
     def batches(self, rng: np.random.Generator, size: int) -> list[IntArray]: ...
 
-    def loss(self, net: HybridNet, batch: IntArray, rng: np.random.Generator) -> torch.Tensor: ...
+    def loss(
+        self,
+        net: HybridNet,
+        batch: IntArray,
+        rng: np.random.Generator,
+        part: IntArray | None = None,
+    ) -> torch.Tensor:
+        """The mean loss of ``batch``; with ``part`` (positions in ``batch``, data
+        parallel) only those rows' share of it: the parts' losses sum to the batch's.
+        Random draws are those of the whole batch either way."""
+        ...
 
     def validate(self, nets: list[HybridNet]) -> float: ...
 
@@ -166,6 +176,8 @@ class _Hybrid:
     name: ClassVar[str]
     _extra_params: ClassVar[tuple[str, ...]] = ()
     _extra_arrays: ClassVar[tuple[str, ...]] = ()
+    #: ``shopcast.training.distributed.fit_distributed`` (``--ddp``) trains it.
+    supports_data_parallel: ClassVar[bool] = True
 
     nets_: list[HybridNet]  # the ensemble's members
     n_items_: int
@@ -517,21 +529,32 @@ class _Hybrid:
             kept.load_state_dict(net.state_dict())
         best_val, best_epoch, waited = math.nan, epochs, 0
         best_state: dict[str, torch.Tensor] | None = None
+        # Data parallel (shopcast.training.distributed): every rank draws the same
+        # global batches and computes its rows' share of the loss; gradients are summed
+        # across ranks, so every step is the single-process step.
+        dist = getattr(self, "_data_parallel", None)
         for epoch in range(1, epochs + 1):
             for group in opt.param_groups:
                 group["lr"] = self.lr * self.lr_decay ** (epoch - 1)
             net.train()
             total, count = 0.0, 0
             for batch in phase.batches(rng, self.batch_size):
-                loss = phase.loss(net, batch, rng)
                 opt.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
+                if dist is None:
+                    loss = phase.loss(net, batch, rng)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                    value = float(loss.detach())
+                else:  # this rank's rows of the global batch; gradients summed
+                    loss = phase.loss(net, batch, rng, dist.shard(batch.shape[0]))
+                    if loss.requires_grad:  # not when this rank has no row in the batch
+                        loss.backward()  # type: ignore[no-untyped-call]
+                    (value,) = dist.sum_gradients(net, float(loss.detach()))
                 opt.step()
                 if kept is not net:
                     with torch.no_grad():
                         for mine, theirs in zip(kept.parameters(), net.parameters(), strict=True):
                             mine.mul_(self.ema).add_(theirs, alpha=1.0 - self.ema)
-                total += float(loss.detach()) * batch.shape[0]
+                total += value * batch.shape[0]
                 count += batch.shape[0]
             val = math.nan
             if validate:
@@ -855,29 +878,45 @@ class _RatingPhase:
         order = rng.permutation(self.size)
         return [order[i : i + size] for i in range(0, self.size, size)]
 
-    def loss(self, net: HybridNet, batch: IntArray, rng: np.random.Generator) -> torch.Tensor:
+    def loss(
+        self,
+        net: HybridNet,
+        batch: IntArray,
+        rng: np.random.Generator,
+        part: IntArray | None = None,
+    ) -> torch.Tensor:
         import torch
 
         u, i = self.user[batch], self.item[batch]
-        zu = self.side(net, True, u, i, rng)
-        zi = self.side(net, False, i, u, rng)
+        users = self._side_inputs(True, u, i, rng, part)
+        items = self._side_inputs(False, i, u, rng, part)
+        if part is not None and not part.size:
+            return torch.zeros(())
+
+        def mean(t: torch.Tensor) -> torch.Tensor:  # a part's share of the batch's mean
+            return t.mean() if part is None else t.sum() / batch.shape[0]
+
+        zu, zi = net.rating_side(True, *users), net.rating_side(False, *items)
         pred = self.mu + _net().pair_scores(zu, zi)
-        target = torch.from_numpy(self.value[batch].astype(np.float32))
-        loss: torch.Tensor = ((pred - target) ** 2).mean()
+        value = self.value[batch] if part is None else self.value[batch[part]]
+        target = torch.from_numpy(value.astype(np.float32))
+        loss: torch.Tensor = mean((pred - target) ** 2)
         if self.model.l2 > 0:
-            loss = loss + self.model.l2 * ((zu**2).sum(1) + (zi**2).sum(1)).mean()
+            loss = loss + self.model.l2 * mean((zu**2).sum(1) + (zi**2).sum(1))
         return loss
 
-    def side(
+    def _side_inputs(
         self,
-        net: HybridNet,
         users: bool,
         rows: IntArray,
         others: IntArray,
         rng: np.random.Generator,
-    ) -> torch.Tensor:
-        """Tower outputs of the training pairs' users (or items): each pair's own rating
-        is left out of the behaviour, ids and behaviour entries are dropped at random."""
+        part: IntArray | None,
+    ) -> tuple[Any, ...]:
+        """``HybridNet.rating_side``'s inputs (after ``users``) for the training pairs'
+        users (or items): each pair's own rating is left out of the behaviour, ids and
+        behaviour entries are dropped at random (drawn for all pairs); with ``part``,
+        only those pairs'."""
         m = self.model
         hist = self.user_hist if users else self.item_hist
         static = m.user_static_ if users else m.item_static_
@@ -892,16 +931,15 @@ class _RatingPhase:
         if kept is not None:
             out_weight = np.where(kept[own], out_weight, 0.0)
         ids = m._drop_ids((self.user_ids if users else self.item_ids)[rows], unknown, rng)
-        return net.rating_side(
-            users,
-            static.take(unique),
-            beh,
-            total,
-            inverse.reshape(-1),
-            ids,
-            hist.col[own] + offset,
-            out_weight,
-        )
+        inverse, out_col = inverse.reshape(-1), hist.col[own] + offset
+        if part is not None:
+            inverse, ids, out_col, out_weight = (
+                inverse[part],
+                ids[part],
+                out_col[part],
+                out_weight[part],
+            )
+        return static.take(unique), beh, total, inverse, ids, out_col, out_weight
 
     def validate(self, nets: list[HybridNet]) -> float:
         """RMSE of the validation ratings (the members' mean prediction)."""
@@ -1414,14 +1452,26 @@ class _RankPhase:
         ok = col >= 0
         return _rows_of(offsets)[ok], col[ok]
 
-    def loss(self, net: HybridNet, batch: IntArray, rng: np.random.Generator) -> torch.Tensor:
+    def loss(
+        self,
+        net: HybridNet,
+        batch: IntArray,
+        rng: np.random.Generator,
+        part: IntArray | None = None,
+    ) -> torch.Tensor:
+        """With ``part`` (data parallel) the candidates (the global batch's positives
+        plus the sampled negatives) and every random draw are the whole batch's; only
+        the user tower and the targets are the part's."""
         import torch
 
         m = self.model
         bag, ids = self.user_bag(batch, rng)
-        zu = net.users(bag, ids)
+        rows = batch
+        if part is not None:
+            bag, ids, rows = bag.take(part), ids[part], batch[part]
+        zu = net.users(bag, ids) if rows.size else None
         t_pos, t_off = _ranges(self.target_offsets[batch], self.target_offsets[batch + 1])
-        t_item, t_row = self.target_item[t_pos], _rows_of(t_off)
+        t_item = self.target_item[t_pos]
         n = m.n_items_
         log_q: FloatArray | None = None
         if 0 < m.negatives < n:
@@ -1434,11 +1484,17 @@ class _RankPhase:
         column_of = np.full(n, -1, dtype=np.int64)
         column_of[cands] = np.arange(cands.shape[0])
         c_ids = m._drop_ids(self.item_ids[cands], n, rng)
+        if zu is None:  # no row of this rank in the batch
+            return torch.zeros(())
         zc = net.items(m._with_ids(m.item_static_, cands, c_ids), c_ids)
         logits = _net().all_logits(zu, zc)
         if log_q is not None:
             logits = logits - torch.from_numpy(log_q.astype(np.float32))[None, :]
-        mask_r, mask_c = self.history_mask(batch, column_of)
+        if part is not None:  # the part's targets
+            t_pos, t_off = _ranges(self.target_offsets[rows], self.target_offsets[rows + 1])
+            t_item = self.target_item[t_pos]
+        t_row = _rows_of(t_off)
+        mask_r, mask_c = self.history_mask(rows, column_of)
         if mask_r.size:
             logits = logits.index_put(
                 (torch.from_numpy(mask_r), torch.from_numpy(mask_c)), torch.tensor(-math.inf)
@@ -1446,9 +1502,9 @@ class _RankPhase:
         logp = torch.log_softmax(logits, dim=1)
         picked = logp[torch.from_numpy(t_row), torch.from_numpy(column_of[t_item])]
         sizes = np.diff(t_off).astype(np.float64)
-        w = self.row_weight[batch]
+        w = self.row_weight[rows]
         per_target = torch.from_numpy((w[t_row] / sizes[t_row]).astype(np.float32))
-        return -(picked * per_target).sum() / float(w.sum())
+        return -(picked * per_target).sum() / float(self.row_weight[batch].sum())
 
     def validate(self, nets: list[HybridNet]) -> float:
         """NDCG@10 of the validation rows (the members' mean logits), history excluded."""

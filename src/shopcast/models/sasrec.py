@@ -140,6 +140,8 @@ class SASRec:
     """
 
     name: ClassVar[str] = "sasrec"
+    #: ``shopcast.training.distributed.fit_distributed`` (``--ddp``) trains it.
+    supports_data_parallel: ClassVar[bool] = True
 
     net_: Net
     n_items_: int

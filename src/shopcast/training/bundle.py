@@ -168,8 +168,8 @@ def train_bundle(
 ) -> ModelBundle:
     """Fit every model on the whole event log (catalog items join the vocabulary first).
 
-    ``ddp`` > 1 trains the sequence model with that many data-parallel processes
-    (``training/distributed.py``).
+    ``ddp`` > 1 trains the deep models (sequence, hybrid embedding) with that many
+    data-parallel processes (``training/distributed.py``).
 
     ``ranker``: train the learned ranker (role ``ranker``, ``training/ranker_data.py``)
     — None: when the log is large enough and the ranker beats the blend on its test
@@ -187,10 +187,10 @@ def train_bundle(
     for role, model in models.items():
         report(f"fit {role}")
         part = data if role in AGGREGATE_ROLES else personal
-        if role == "sequence" and ddp > 1 and isinstance(model, SASRec):
-            from shopcast.training.distributed import fit_sasrec_distributed
+        if ddp > 1 and getattr(model, "supports_data_parallel", False):
+            from shopcast.training.distributed import fit_distributed
 
-            models[role] = fit_sasrec_distributed(model, part, world=ddp)
+            models[role] = fit_distributed(model, part, world=ddp)  # type: ignore[type-var]
         else:
             model.fit(part)
     window = {
