@@ -1,18 +1,28 @@
-"""P4 — scale, on the scale-out setup, at a reduced and stated scale.
+"""P4 — scale, on the scale-out setup (PostgreSQL + Redis, 2 API processes + 1 worker).
 
-One command::
+One command per scale (run the small one in the same session, for the comparison)::
 
-    nice -n 10 python bench/bench_p4_scale.py [--users 100000] [--items 20000] [--store postgres]
+    nice -n 5 python bench/bench_p4_scale.py --users 1000000 --items 100000 \\
+        --events 10000000 --out bench/results/p4_scale_full.json
+    nice -n 5 python bench/bench_p4_scale.py --users 60000 --items 15000 \\
+        --events 1390000 --out bench/results/p4_scale_small.json
 
-BENCHMARKS.md's P4 is a SIMULATED shop of 1M users, 100k items and 10M events; this
-machine (2 cores shared with other work, 24 GB) cannot build that in a benchmark's time,
-so the scale is a parameter and the JSON records the scale actually reached. Steps:
-the project's simulator (``simulate_shop``, SYNTHETIC data) → import into SQLite (bulk) →
-``train_bundle`` (popularity, co-visitation; timed) → optionally copied into PostgreSQL
-(COPY) → ``shopcast serve --workers 2`` + one ``shopcast worker`` on Redis, and the
-embedded single process for comparison → per arm: resident memory of every API process
-after start and after the load, and an open-loop 80/20 recommendation/event load at
-``--rate`` (``bench/_loadgen.py``). Writes bench/results/p4_scale.json; never asserted.
+BENCHMARKS.md's P4: a SIMULATED shop (SYNTHETIC data, ``simulate_event_chunks``, the
+project's shopper model vectorized) of ``--users`` / ``--items`` / about ``--events``.
+Steps, each timed:
+
+1. generate and ingest into a PostgreSQL schema of its own (items and users upserted,
+   users' documents and the events with ``COPY``), chunk by chunk: the log is never
+   whole in this process;
+2. ``shopcast train`` in a child process (popularity, co-visitation, bought together,
+   the learned ranker when it beats the blend): wall time and the child's peak RSS;
+3. ``shopcast worker`` + ``shopcast serve --workers 2`` on PostgreSQL and a Redis prefix of
+   its own: start time, the resident memory of every process after start and after the
+   load, and an open-loop 80/20 recommendation/event load at ``--rate`` for ``--seconds``
+   (``bench/_loadgen.py``, as P1), with the servers' CPU per request.
+
+The schema, the Redis keys and the temporary directory (models, logs; under ``$TMPDIR``)
+are removed at the end. Writes ``--out``; never asserted.
 """
 
 from __future__ import annotations
@@ -20,6 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,15 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import RESULTS, SHOPCAST, free_port, machine
-from bench_scaleout import (
-    MIX,
-    POSTGRES,
-    REDIS,
-    copy_to_postgres,
-    process,
-    run_load,
-    wait_up,
-)
+from bench_scaleout import MIX, POSTGRES, REDIS, process, run_load, wait_up
 
 
 def rss_mb(root: int) -> dict[str, float]:
@@ -64,135 +69,191 @@ def rss_mb(root: int) -> dict[str, float]:
     return out
 
 
+def ingest(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The simulated shop into the store at ``url``; counts and seconds."""
+    import polars as pl
+
+    from shopcast.ingest.importer import import_events
+    from shopcast.simulate import simulate_event_chunks, simulated_items
+    from shopcast.storage import open_store
+    from shopcast.storage._postgres import PostgresStore
+
+    store = open_store(url)
+    assert isinstance(store, PostgresStore)
+    t0 = time.perf_counter()
+    try:
+        items = simulated_items(args.items, seed=args.seed)
+        for i in range(0, len(items), 20_000):
+            store.items.upsert(items[i : i + 20_000])
+        del items
+        rng = random.Random(args.seed)
+        genders, regions = ("f", "m", "x"), ("UK", "France", "Germany", "Spain")
+        sql = "COPY users (user_id, doc) FROM STDIN"
+        with store.db.transaction() as conn, conn.cursor() as cur, cur.copy(sql) as copy:
+            for u in range(args.users):
+                uid = f"sim-user-{u:05d}"
+                doc = (
+                    f'{{"user_id":"{uid}","age":{rng.randint(18, 74)},'
+                    f'"gender":"{rng.choice(genders)}","region":"{rng.choice(regions)}",'
+                    '"attributes":{"synthetic":true}}'
+                )
+                copy.write_row((uid, doc))
+        users_s = time.perf_counter() - t0
+        print(f"  {args.users:,} users, {args.items:,} items in {users_s:.0f} s", flush=True)
+        events = 0
+        gen_s = 0.0
+        chunks = simulate_event_chunks(
+            n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed
+        )
+        while True:
+            g0 = time.perf_counter()
+            chunk = next(chunks, None)
+            gen_s += time.perf_counter() - g0
+            if chunk is None:
+                break
+            summary = import_events(store, chunk, chunk_rows=200_000)
+            events += summary.accepted
+            rate = events / (time.perf_counter() - t0)
+            print(f"  {events:,} events ({rate:,.0f}/s overall)", flush=True)
+        assert isinstance(chunk, pl.DataFrame | None)
+    finally:
+        store.close()
+    return {
+        "events": events,
+        "users_items_s": round(users_s, 1),
+        "generate_s": round(gen_s, 1),
+        "total_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def train(env: dict[str, str], log: Path) -> dict[str, Any]:
+    """``shopcast train`` in a child: wall seconds and the child's peak RSS."""
+    t0 = time.perf_counter()
+    with log.open("wb") as out:
+        child = subprocess.Popen([*SHOPCAST, "train"], env=env, stdout=out, stderr=out)
+        _, status, usage = os.wait4(child.pid, 0)
+    if status:
+        raise SystemExit(f"training failed: {log.read_text()[-3000:]}")
+    return {
+        "train_s": round(time.perf_counter() - t0, 1),
+        "train_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "train_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--items", type=int, default=20_000)
-    parser.add_argument("--sessions", type=int, default=4, help="sessions per user")
-    parser.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--rate", type=float, default=50.0)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "p4_scale.json")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the schema and models (prints where)"
+    )
+    parser.add_argument(
+        "--resident-users",
+        type=int,
+        default=50_000,
+        help="profiles.resident_users of the API processes (0: every user, batch-built)",
+    )
+    parser.add_argument("--no-serve", action="store_true", help="stop after training")
+    parser.add_argument("--no-train", action="store_true", help="stop after the ingest")
+    parser.add_argument(
+        "--schema", help="reuse this schema (ingested by an earlier --keep run; dropped after)"
+    )
     args = parser.parse_args()
+    import psycopg
     import redis
-
-    from shopcast.config import Settings
-    from shopcast.ingest.importer import import_events, import_items, import_users
-    from shopcast.simulate import simulate_shop
-    from shopcast.storage import open_store
-    from shopcast.training.bundle import save_bundle, train_bundle
 
     info = machine()
     run = uuid.uuid4().hex[:8]
-    results: dict[str, Any] = {"machine": info, "target": "1M users, 100k items, 10M events"}
-    with tempfile.TemporaryDirectory(prefix="shopcast-p4-") as tmp:
-        work = Path(tmp)
-        t0 = time.perf_counter()
-        shop = simulate_shop(
-            n_users=args.users, n_items=args.items, sessions_per_user=args.sessions, seed=4
-        )
-        scale = {"users": args.users, "items": args.items, "events": shop.events.height}
-        results["scale_reached"] = scale
-        results["simulate_s"] = round(time.perf_counter() - t0, 1)
-        print(f"SIMULATED shop {scale} in {results['simulate_s']} s", flush=True)
-        sqlite_url = f"sqlite:///{work / 'shopcast.db'}"
-        store = open_store(sqlite_url)
-        t0 = time.perf_counter()
-        import_items(store, shop.items)
-        import_users(store, shop.users)
-        import_events(store, shop.events)
-        results["import_s"] = round(time.perf_counter() - t0, 1)
-        print(f"imported in {results['import_s']} s", flush=True)
-        del shop
-        settings = Settings(database_url=sqlite_url, model_dir=work / "models")
-        t0 = time.perf_counter()
-        bundle = train_bundle(store, settings.recommend)
-        results["train_s"] = round(time.perf_counter() - t0, 1)
-        save_bundle(bundle, settings.model_dir)
-        store.close()
-        print(f"trained in {results['train_s']} s", flush=True)
-        store = open_store(sqlite_url)
-        ev = store.events.frame()
-        customers = ev["user_id"].drop_nulls().unique().head(20_000).to_list()
-        items = ev["item_id"].drop_nulls().unique().head(5_000).to_list()
-        del ev
-        store.close()
-        base = {"customers": customers, "items": items, "warmup_s": 5.0}
+    results: dict[str, Any] = {
+        "machine": info,
+        "target": "1M users, 100k items, 10M events; serving RSS <= 2 GB per process",
+        "data": "SIMULATED (simulate_event_chunks, SYNTHETIC)",
+        "scale": {"users": args.users, "items": args.items, "events_asked": args.events},
+    }
+    prefix, schema = f"p4:{run}:", args.schema or f"p4_{run}"
+    url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    work = Path(tempfile.mkdtemp(prefix="shopcast-p4-"))
+    try:
+        print(f"schema {schema}, Redis prefix {prefix}, files in {work}", flush=True)
+        if args.schema is None:
+            with psycopg.connect(POSTGRES, autocommit=True) as conn:
+                conn.execute(f'CREATE SCHEMA "{schema}"')
+            results["ingest"] = ingest(url, args)
+            if args.no_train:
+                return
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+            results["scale"]["events"] = None if row is None else int(row[0])
         env = {
             **os.environ,
             "OPENBLAS_NUM_THREADS": "1",
             "SHOPCAST_AUTH__ENABLED": "false",
-            "SHOPCAST_MODEL_DIR": str(settings.model_dir),
+            "SHOPCAST_MODEL_DIR": str(work / "models"),
+            "SHOPCAST_DATABASE_URL": url,
+            "SHOPCAST_STATE__URL": f"{REDIS}?prefix={prefix}",
         }
+        if args.resident_users:
+            env["SHOPCAST_PROFILES__RESIDENT_USERS"] = str(args.resident_users)
+        results["resident_users"] = args.resident_users or None
+        print("training ...", flush=True)
+        results["training"] = train(env, work / "train.log")
+        print(f"  {results['training']}", flush=True)
+        if args.no_serve:
+            return
+        rng = random.Random(1)
+        customers = [f"sim-user-{u:05d}" for u in rng.sample(range(args.users), 20_000)]
+        items = [f"sim-{i:05d}" for i in rng.sample(range(args.items), 5_000)]
         load = {
-            **base,
+            "customers": customers,
+            "items": items,
+            "warmup_s": 5.0,
             "mode": "open",
             "mix": MIX,
             "rate": args.rate,
             "seconds": args.seconds,
             "connections": 64,
+            "run_id": f"p4-{run}",
         }
-
-        def measure(label: str, cmd: list[str], arm_env: dict[str, str], extra: list[Any]) -> None:
-            port = free_port()
-            log = work / f"{label}.log"
+        print("scale-out: worker + serve --workers 2 ...", flush=True)
+        port = free_port()
+        with process([*SHOPCAST, "worker"], env, work / "worker.log") as worker:
             t0 = time.perf_counter()
-            with process([*cmd, "--port", str(port)], arm_env, log) as server:
-                wait_up(f"http://127.0.0.1:{port}", server, log)
+            cmd = [*SHOPCAST, "serve", "--workers", "2", "--port", str(port)]
+            with process(cmd, env, work / "serve.log") as server:
+                wait_up(f"http://127.0.0.1:{port}", server, work / "serve.log")
                 started = time.perf_counter() - t0
                 time.sleep(5)
-                rss_start = rss_mb(server.pid)
-                pids = [server.pid, *[p.pid for p in extra]]
-                r = run_load(port, {}, {**load, "run_id": f"p4-{run}-{label}"}, pids)
-                results[label] = {
+                arm: dict[str, Any] = {
                     "start_s": round(started, 1),
-                    "rss_mb_after_start": rss_start,
-                    "rss_mb_after_load": rss_mb(server.pid),
-                    "load": r,
+                    "rss_mb_after_start": rss_mb(server.pid),
+                    "worker_rss_mb_after_start": rss_mb(worker.pid),
                 }
-            print(f"{label}: {json.dumps(results[label]['rss_mb_after_load'])} MB", flush=True)
-
-        print("embedded ...", flush=True)
-        # the push outbox in its own SQLite file: on the store's file its writes can lock
-        # out the event log's under load (see the scale-out benchmark)
-        push_apart = {"SHOPCAST_PUSH__OUTBOX_URL": f"sqlite:///{work / 'push.db'}"}
-        embedded_env = {**env, "SHOPCAST_DATABASE_URL": sqlite_url, **push_apart}
-        measure("embedded_push_apart", [*SHOPCAST, "serve"], embedded_env, [])
-        prefix = f"p4:{run}:"
-        schema = f"p4_{run}"
-        url = sqlite_url
-        try:
-            if args.store == "postgres":
-                import psycopg
-
-                with psycopg.connect(POSTGRES, autocommit=True) as conn:
-                    conn.execute(f'CREATE SCHEMA "{schema}"')
-                url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
-                results["postgres_load_s"] = round(
-                    copy_to_postgres(work, url, settings.model_dir), 1
-                )
-            scale_env = {**env, "SHOPCAST_DATABASE_URL": url}
-            scale_env["SHOPCAST_STATE__URL"] = f"{REDIS}?prefix={prefix}"
-            print("scale-out ...", flush=True)
-            with process([*SHOPCAST, "worker"], scale_env, work / "worker.log") as worker:
-                measure(
-                    f"scaleout_{args.store}_redis",
-                    [*SHOPCAST, "serve", "--workers", "2"],
-                    scale_env,
-                    [worker],
-                )
-        finally:
+                print(f"  up in {started:.0f} s: {arm['rss_mb_after_start']} MB", flush=True)
+                arm["load"] = run_load(port, {}, load, [server.pid, worker.pid])
+                arm["rss_mb_after_load"] = rss_mb(server.pid)
+                arm["worker_rss_mb_after_load"] = rss_mb(worker.pid)
+                results["scaleout_postgres_redis"] = arm
+        print(f"  after load: {arm['rss_mb_after_load']} MB", flush=True)
+    finally:
+        if args.keep:
+            print(f"kept: {url} {work}", flush=True)
+        else:
             r = redis.Redis.from_url(REDIS)
             keys = list(r.scan_iter(match=f"{prefix}*", count=1000))
-            if keys:
-                r.delete(*keys)
-            if args.store == "postgres":
-                import psycopg
-
-                with psycopg.connect(POSTGRES, autocommit=True) as conn:
-                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            for i in range(0, len(keys), 1000):
+                r.delete(*keys[i : i + 1000])
+            with psycopg.connect(POSTGRES, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            subprocess.run(["rm", "-rf", str(work)], check=False)
     with suppress(OSError):
         info["loadavg_1m_end"] = os.getloadavg()[0]
+    results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=1)[:4000])

@@ -15,14 +15,25 @@ replayed from the log. ``now`` is the wall clock, or with
 
 A targeting scorer reads ``affinities(user_id, kind)`` (category or brand shares) and
 ``user_ids()``.
+
+Lazy mode (``profiles.resident_users`` set, for shops whose users do not all fit in a
+server's memory): ``states`` and ``users`` hold at most that many users each, the least
+recently used leave first; a user's state is rebuilt from the store on first use (their
+events replayed through ``UserState.observe``, one indexed query), a record read with
+``Profiles.get``. ``observe`` moves only resident states (the log already holds the
+event a later load reads); ``declined()`` is kept from one streaming pass over the
+user records at start. RFM quintiles and segments are fitted on a sample of recently
+active users at start and at every ``refit`` on the resident ones; ``user_ids()``,
+``segments()`` and ``segment_users()`` then speak of resident users only.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Literal
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -43,10 +54,90 @@ from shopcast.features.profiles import (
 )
 from shopcast.features.segments import FeatureSpace, Segmenter
 from shopcast.features.tags import Tag, derive_tags
+from shopcast.privacy.consent import declined as declined_of
 from shopcast.storage import Store
 
 USERS_PER_SEGMENT = 5
 History = Callable[[str], Iterable[Event]]
+#: Lazy mode: users whose profiles are loaded at start to fit RFM and segments on.
+WARM_USERS = 5000
+#: Lazy mode: the newest events whose users make the warm sample.
+WARM_EVENTS = 100_000
+#: Lazy mode: event ids a freshly loaded state already counts are remembered this long
+#: (an event committed before the load but observed after it is not counted twice).
+FRESH_S = 60.0
+
+V = TypeVar("V")
+
+
+class LruCache(OrderedDict[str, V]):
+    """A dict of at most ``capacity`` entries, filled by ``load`` on a miss (``get``,
+    ``[]``, ``in``); ``load`` returning None is a miss remembered (as a negative entry,
+    also bounded) until the key is set. Iteration and ``len`` see loaded entries only.
+    Thread-safe; ``load`` runs outside the lock (two threads may load one key)."""
+
+    def __init__(self, capacity: int, load: Callable[[str], V | None]) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self._load = load
+        self._absent: OrderedDict[str, None] = OrderedDict()
+        self._guard = threading.RLock()
+
+    def _fetch(self, key: str) -> V | None:
+        with self._guard:
+            if OrderedDict.__contains__(self, key):
+                self.move_to_end(key)
+                return OrderedDict.__getitem__(self, key)
+            if key in self._absent:
+                return None
+        value = self._load(key)
+        with self._guard:
+            if value is None:
+                self._absent[key] = None
+                if len(self._absent) > self.capacity:
+                    self._absent.popitem(last=False)
+                return None
+            self[key] = value
+        return value
+
+    def get(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
+        value = self._fetch(key)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> V:
+        value = self._fetch(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._fetch(key) is not None
+
+    def __setitem__(self, key: str, value: V) -> None:
+        with self._guard:
+            OrderedDict.__setitem__(self, key, value)
+            self.move_to_end(key)
+            self._absent.pop(key, None)
+            while len(self) > self.capacity:
+                self.popitem(last=False)
+
+    def pop(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
+        with self._guard:
+            return OrderedDict.pop(self, key, default)
+
+    def resident(self, key: str) -> bool:
+        """Loaded now (no load attempted)."""
+        with self._guard:
+            return OrderedDict.__contains__(self, key)
+
+    def forget_absent(self, key: str) -> None:
+        """Try ``load`` again on the next read of ``key``."""
+        with self._guard:
+            self._absent.pop(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        with self._guard:
+            return iter(list(OrderedDict.keys(self)))
 
 
 class SegmentRef(BaseModel):
@@ -94,6 +185,15 @@ class ProfileIndex:
         self._segment_of: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._zones: dict[str, ZoneInfo] = {}
+        self.resident = settings.profiles.resident_users
+        self._records: Callable[[str], User | None] | None = None
+        self._declined: set[str] = set()  # lazy mode: ids of users who declined
+        self._fresh: dict[str, tuple[float, frozenset[str]]] = {}  # lazy: uid -> loaded ids
+
+    @property
+    def lazy(self) -> bool:
+        """States load on first use (``open_lazy``), not batch-built."""
+        return isinstance(self.states, LruCache)
 
     # -- building -------------------------------------------------------------------
 
@@ -107,8 +207,59 @@ class ProfileIndex:
             return [e for _, e in store.events.scan(subject=f"u:{user_id}")]
 
         index = cls(settings, clock=clock, history=history)
-        index.load(store.events.frame(), store.items.scan(), store.users.scan())
+        if index.resident is not None:
+            index.open_lazy(store)
+        else:
+            index.load(store.events.frame(), store.items.scan(), store.users.scan())
         return index
+
+    def open_lazy(self, store: Store) -> None:
+        """Lazy mode on ``store``: the catalog's item facts, the decliners' ids (one
+        streaming pass over the user records), and RFM and segments fitted on up to
+        ``WARM_USERS`` users of the newest ``WARM_EVENTS`` events, loaded one by one."""
+        assert self.resident is not None
+        with self._lock:
+            self.items = ItemTable(store.items.scan())
+            self._records = store.users.get
+            self._declined = set(declined_of({u.user_id: u for u in _decliners(store)}))
+            self.users = LruCache(self.resident, self._load_user)
+            self.states = LruCache(self.resident, self._load_state)
+            recent = store.events.frame(after_seq=max(0, store.events.count() - WARM_EVENTS))
+            if recent.height:
+                self.last_event_ts = float(recent.select(pl.col("ts").max()).item())
+            warm = recent["user_id"].drop_nulls().unique(maintain_order=True).to_list()
+            for uid in warm[-min(WARM_USERS, self.resident) :]:
+                self.states.get(uid)
+            self.refit()
+
+    def _load_user(self, user_id: str) -> User | None:
+        return None if self._records is None else self._records(user_id)
+
+    def _load_state(self, user_id: str) -> UserState | None:
+        """A user's state replayed from the log (None: no event, or declined)."""
+        if self._history is None:
+            return None
+        user = self.users.get(user_id)
+        if not consents(user):
+            return None
+        events = [e for e in self._history(user_id) if e.type is not EventType.IMPRESSION]
+        if not events:
+            return None
+        state, zone = UserState(), self._zone(user)
+        for event in events:
+            info = UNKNOWN_ITEM if event.item_id is None else self.items.info(event.item_id)
+            state.observe(event, info, zone, self.params)
+            if self.last_event_ts is None or event.timestamp > self.last_event_ts:
+                self.last_event_ts = event.timestamp
+        now = time.monotonic()
+        self._fresh = {u: f for u, f in self._fresh.items() if now - f[0] < FRESH_S}
+        self._fresh[user_id] = (now, frozenset(e.event_id for e in events if e.event_id))
+        return state
+
+    def declined(self) -> frozenset[str]:
+        """Ids of the users who declined personalization."""
+        with self._lock:
+            return frozenset(self._declined) if self.lazy else declined_of(self.users)
 
     def load(
         self,
@@ -173,6 +324,8 @@ class ProfileIndex:
                 uid = event.user_id
                 if uid is None or event.type is EventType.IMPRESSION:
                     continue
+                if self.lazy and not self._resident_state(uid, event):
+                    continue  # read from the log (event included) on first use
                 user = self.users.get(uid)
                 if user is not None and not consents(user):
                     continue
@@ -182,6 +335,17 @@ class ProfileIndex:
                 info = UNKNOWN_ITEM if event.item_id is None else self.items.info(event.item_id)
                 state.observe(event, info, self._zone(user), self.params)
                 self._dirty.add(uid)
+
+    def _resident_state(self, uid: str, event: Event) -> bool:
+        """Lazy mode: whether ``observe`` applies ``event`` to a resident state (not
+        resident: the next read loads it from the log; loaded with it: counted)."""
+        states = self.states
+        assert isinstance(states, LruCache)
+        if not states.resident(uid):
+            states.forget_absent(uid)
+            return False
+        fresh = self._fresh.get(uid)
+        return fresh is None or event.event_id not in fresh[1]
 
     def _zone(self, user: User | None) -> ZoneInfo | None:
         if user is None or user.timezone is None:
@@ -209,8 +373,10 @@ class ProfileIndex:
                 old = self.users.get(uid)
                 self.users[uid] = user
                 if not consents(user):
+                    self._declined.add(uid)
                     self._drop(uid)
                     continue
+                self._declined.discard(uid)
                 regained = old is not None and not consents(old)
                 moved = (old.timezone if old else None) != user.timezone and uid in self.states
                 if regained or moved:
@@ -223,10 +389,15 @@ class ProfileIndex:
             if self._history is None or not consents(self.users.get(user_id)):
                 return
             self._drop(user_id)
+            if self.lazy:
+                self.states.get(user_id)  # loaded from the log again
+                return
             self.observe(self._history(user_id))
 
     def _drop(self, uid: str) -> None:
         self.states.pop(uid, None)
+        if isinstance(self.states, LruCache):
+            self.states.forget_absent(uid)  # loaded again (or not) on the next read
         self._segment_of.pop(uid, None)
         self._dirty.discard(uid)
 
@@ -234,6 +405,7 @@ class ProfileIndex:
         """Forget a user entirely (record and state)."""
         with self._lock:
             self.users.pop(user_id, None)
+            self._declined.discard(user_id)
             self._drop(user_id)
 
     # -- reads ----------------------------------------------------------------------
@@ -337,3 +509,10 @@ class ProfileIndex:
                 else (state.brands, state.brand_total)
             )
             return {k: v / total for k, v in table.items()} if total > 0 else {}
+
+
+def _decliners(store: Store) -> Iterator[User]:
+    """User records that decline personalization, streamed (never all in memory)."""
+    for user in store.users.scan():
+        if not consents(user):
+            yield user

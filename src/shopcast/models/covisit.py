@@ -111,21 +111,25 @@ class CoVisitation:
         subject, item, ts, w = subject[order], item[order], ts[order], w[order]
         decay = np.exp2((ts - self.t_ref_) / self._half_life)
 
-        rows: list[IntArray] = []
-        cols: list[IntArray] = []
-        vals: list[FloatArray] = []
+        # One lag at a time, summed into CSR (int32 indices): the pairs of a log of
+        # millions of events never sit in memory all at once.
+        index = np.int32 if n < 2**31 - 1 else np.int64
+        item = item.astype(index)
+        total = sp.csr_array((n, n), dtype=np.float64)
         for k in range(1, min(self.window, item.shape[0] - 1) + 1):
             pair = (subject[k:] == subject[:-k]) & (item[k:] != item[:-k])
             early, late = item[:-k][pair], item[k:][pair]
             v = np.sqrt(w[:-k][pair] * w[k:][pair]) * decay[k:][pair]
-            rows += [early, late]
-            cols += [late, early]
-            vals += [v, v]
-        coo = sp.coo_array(
-            (_concat(vals, np.float64), (_concat(rows, np.int64), _concat(cols, np.int64))),
-            shape=(n, n),
-        )
-        self.matrix_ = _prune(coo.tocsr(), self.max_neighbors).astype(np.float32)
+            lag = sp.coo_array(
+                (
+                    np.concatenate([v, v]),
+                    (np.concatenate([early, late]), np.concatenate([late, early])),
+                ),
+                shape=(n, n),
+            ).tocsr()
+            del pair, early, late, v
+            total = sp.csr_array(total + lag)
+        self.matrix_ = _prune(total, self.max_neighbors).astype(np.float32)
         self.matrix_.eliminate_zeros()  # pairs decayed to nothing
         self.n_items_ = n
         self._reset_online()

@@ -33,7 +33,7 @@ from shopcast.features.targeting import (
 )
 from shopcast.models._base import EVENT_CODES, Interactions, Vocabulary
 from shopcast.online import OnlineState, install_announcer, open_online
-from shopcast.privacy.consent import declined, personal_data, personal_events, personalizes
+from shopcast.privacy.consent import personal_data, personal_events, personalizes
 from shopcast.privacy.erasure import schedule_retrain
 from shopcast.privacy.unlearn import unlearn_bundle
 from shopcast.serving.catalog import CatalogIndex
@@ -397,7 +397,7 @@ class Engine:
     # -- privacy (shopcast.privacy: consent, erasure) ----------------------------
 
     def _declined(self) -> frozenset[str]:
-        return declined(self.profiles.users)
+        return self.profiles.declined()
 
     def _withdraw_consent(self, users: Sequence[User]) -> None:
         """Users declining personalization now: their events leave the personal models."""

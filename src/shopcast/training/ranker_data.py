@@ -160,6 +160,41 @@ def _subject_expr() -> pl.Expr:
     )
 
 
+class _Codes:
+    """A string column as integer codes into its sorted distinct values (null: -1)."""
+
+    def __init__(self, column: pl.Series) -> None:
+        self.values: list[str] = column.drop_nulls().unique().sort().to_list()
+        rank = column.rank("dense").fill_null(0).to_numpy()
+        self.codes = rank.astype(np.int32 if len(self.values) < 2**31 - 1 else np.int64) - 1
+
+    def __getitem__(self, r: int) -> str | None:
+        code = int(self.codes[r])
+        return None if code < 0 else self.values[code]
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+
+class _Required(_Codes):
+    """``_Codes`` of a column without nulls."""
+
+    def __getitem__(self, r: int) -> str:
+        return self.values[int(self.codes[r])]
+
+
+class _SubjectRows(dict[str, IntArray]):
+    """Rows of each subject, filled by ``_Log.index_subjects`` (or on a miss)."""
+
+    def __init__(self, log: _Log) -> None:
+        super().__init__()
+        self._log = log
+
+    def __missing__(self, subject: str) -> IntArray:
+        self._log.index_subjects([subject])
+        return self[subject]
+
+
 class _Log:
     """The item events, time-sorted, as plain columns (for fast slicing)."""
 
@@ -173,21 +208,36 @@ class _Log:
         )
         self.frame = ev
         self.ts = ev["ts"].to_numpy().astype(np.float64)
-        self.subject = ev["subject"].to_list()
-        self.item = ev["item_id"].to_list()
-        self.type = ev["type"].to_list()
-        self.user = ev["user_id"].to_list()
-        self.session = ev["session_id"].to_list()
-        self.event_id = ev["event_id"].to_list() if "event_id" in ev.columns else [None] * ev.height
-        self.price = ev["price"].to_list() if "price" in ev.columns else [None] * ev.height
-        self.quantity = ev["quantity"].to_list() if "quantity" in ev.columns else [None] * ev.height
-        self.context = ev["context"].to_list() if "context" in ev.columns else [None] * ev.height
-        rows = ev.with_row_index("row").group_by("subject", maintain_order=True).agg(pl.col("row"))
+        # Columns read row by row stay compact (codes into distinct values, or polars
+        # series): as Python lists, a log of 10M events would take many GB.
+        self.item = _Required(ev["item_id"])
+        self.type = _Required(ev["type"])
+        self.user = _Codes(ev["user_id"])
+        self.session = ev["session_id"]
+        missing = pl.Series([None] * ev.height, dtype=pl.String)
+        self.event_id = ev["event_id"] if "event_id" in ev.columns else missing
+        self.price = ev["price"] if "price" in ev.columns else missing
+        self.quantity = ev["quantity"] if "quantity" in ev.columns else missing
+        self.context = ev["context"] if "context" in ev.columns else missing
         self._events: dict[int, Event] = {}
-        self.rows_of: dict[str, IntArray] = {
-            s: np.asarray(r, dtype=np.int64)
-            for s, r in zip(rows["subject"].to_list(), rows["row"].to_list(), strict=True)
-        }
+        self.rows_of = _SubjectRows(self)
+
+    def index_subjects(self, subjects: Iterable[str]) -> None:
+        """Find the rows of ``subjects`` in one pass (``rows_of`` would one by one)."""
+        wanted = sorted(set(subjects) - self.rows_of.keys())
+        if not wanted:
+            return
+        rows = (
+            self.frame.select("subject")
+            .with_row_index("row")
+            .filter(pl.col("subject").is_in(wanted))
+            .group_by("subject", maintain_order=True)
+            .agg(pl.col("row"))
+        )
+        for subject, found in zip(rows["subject"].to_list(), rows["row"].to_list(), strict=True):
+            self.rows_of[subject] = np.asarray(found, dtype=np.int64)
+        for subject in wanted:
+            self.rows_of.setdefault(subject, np.empty(0, np.int64))
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -220,7 +270,7 @@ class _Log:
 
 def _cuts(log: _Log, bounds: Sequence[float], split: SplitConfig) -> list[tuple[float, str, int]]:
     """``(ts, subject, window)`` cut points, time-sorted (see the module docstring)."""
-    ev = pl.DataFrame({"subject": log.subject, "ts": log.ts})
+    ev = pl.DataFrame({"subject": log.frame["subject"], "ts": log.ts})
     first = ev.group_by("subject").agg(pl.col("ts").min().alias("first"))
     cand = (
         ev.filter(pl.col("ts") >= bounds[0])
@@ -353,8 +403,18 @@ def build_dataset(
         low_stock_threshold=cfg.low_stock_threshold,
         min_group_size=cfg.min_price_group,
     ).rebuild(catalog_items)
+    cuts = _cuts(log, bounds, split)
+    # Profiles are read at cut points only: those of the cut users are built (a log of
+    # millions of shoppers would otherwise hold every one of them in memory).
+    log.index_subjects(c[1] for c in cuts)
+    cut_users = {c[1][2:] for c in cuts if c[1].startswith("u:")}
     profiles = ProfileIndex(settings)
-    profiles.load(log.frame.slice(0, history), catalog_items, users, refit=False)
+    profiles.load(
+        log.frame.slice(0, history).filter(pl.col("user_id").is_in(sorted(cut_users))),
+        catalog_items,
+        (u for u in users if u.user_id in cut_users),
+        refit=False,
+    )
     observed: dict[str, int] = {}  # user subject -> rows of it observed by the profiles
 
     loaded: list[Event] = []
@@ -362,7 +422,6 @@ def build_dataset(
     rng = np.random.default_rng(split.seed)
     out = [_Builder() for _ in WINDOWS]
     skipped = {"no_target": 0}
-    cuts = _cuts(log, bounds, split)
     report(f"{len(cuts)} cut points")
     feature_ms: list[float] = []
     pool_sizes: list[int] = []
