@@ -250,16 +250,26 @@ def worker(
         int,
         typer.Option(min=1, help="Take over a message pending this long (a dead worker's)"),
     ] = 30_000,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this tenant's stream (repeatable; default: every tenant)"),
+    ] = None,
+    discover_every: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between looks for new tenants")
+    ] = 5.0,
 ) -> None:
-    """Consume the event stream (Redis): online counters, push triggers; run several."""
+    """Consume the event streams of every tenant (Redis): online counters, push
+    triggers; run several."""
     import signal
     import threading
 
-    from shopcast.online.worker import open_worker
+    from shopcast.online.worker import TenantWorkers
 
     settings = settings_for(db)
-    consumer = open_worker(
+    workers = TenantWorkers(
         settings,
+        tenants=tenant or None,
+        discover_every_s=discover_every,
         name=name,
         batch=batch,
         claim_idle_ms=claim_idle_ms,
@@ -269,12 +279,13 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    err_console.print(f"worker {consumer.name} consuming {consumer.bus.stream}")
-    stats = consumer.run(stop)
-    err_console.print(
-        f"worker {consumer.name} stopped: {stats.messages} messages, {stats.applied} applied, "
-        f"{stats.duplicates} duplicates, {stats.claimed} claimed"
-    )
+    which = ", ".join(tenant) if tenant else "every tenant"
+    err_console.print(f"worker consuming the event streams of {which}")
+    for name_, stats in workers.run(stop).items():
+        err_console.print(
+            f"worker {name_}: {stats.messages} messages, {stats.applied} applied, "
+            f"{stats.duplicates} duplicates, {stats.claimed} claimed"
+        )
 
 
 @app.command()
@@ -309,7 +320,9 @@ def train(
     ddp: Annotated[
         int,
         typer.Option(
-            min=1, help="Train the sequence model with N data-parallel processes (gloo, CPU)"
+            min=1,
+            help="Train the deep models (sequence, embedding) with N data-parallel "
+            "processes (gloo, CPU)",
         ),
     ] = 1,
 ) -> None:

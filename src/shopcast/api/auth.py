@@ -101,6 +101,9 @@ def open_tenant(settings: Settings, name: str) -> Tenant:
     except BaseException:
         store.close()
         raise
+    from shopcast.online.tenants import register
+
+    register(settings, name)  # shopcast worker consumes its stream from now on
     return Tenant(name, own, store, engine, Pseudonymizer.from_settings(own.privacy, name))
 
 

@@ -12,6 +12,12 @@ acknowledges them (``XACK``): delivery is at least once. Applying is idempotent:
 Every ``claim_every_s`` a worker also takes over messages another consumer left
 pending for longer than ``claim_idle_ms`` (``XAUTOCLAIM``): a worker killed mid-batch
 loses nothing, its batch is finished by another. Several workers share the load.
+
+Tenants: each tenant has its own stream, consumer group and online state (its key
+prefix). ``TenantWorkers`` (what ``shopcast worker`` runs) keeps one ``Worker`` per
+tenant of the registry (``online.tenants.known_tenants``), each on its own thread, and
+looks for new tenants every ``discover_every_s``: a tenant created while the workers run
+is consumed from the start of its stream.
 """
 
 from __future__ import annotations
@@ -29,10 +35,16 @@ from shopcast.domain import Event
 from shopcast.errors import ConfigError, StateUnavailableError
 from shopcast.online import OnlineState, RedisCounters, open_online
 from shopcast.online.bus import DEFAULT_GROUP, Message
+from shopcast.privacy.tenants import DEFAULT_TENANT, tenant_settings
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Event]], None]
+
+NEEDS_REDIS = (
+    "shopcast worker needs the shared online state: set [state] url = "
+    '"redis://HOST:PORT/DB" (SHOPCAST_STATE__URL)'
+)
 
 
 @dataclass
@@ -58,10 +70,7 @@ class Worker:
         throttle_s: float = 0.0,
     ) -> None:
         if state.bus is None or not isinstance(state.counters, RedisCounters):
-            raise ConfigError(
-                "shopcast worker needs the shared online state: set [state] url = "
-                '"redis://HOST:PORT/DB" (SHOPCAST_STATE__URL)'
-            )
+            raise ConfigError(NEEDS_REDIS)
         self.state = state
         self.bus = state.bus
         self.counters: RedisCounters = state.counters
@@ -165,6 +174,89 @@ def push_handlers(settings: Settings) -> list[Handler]:
     return [handler] if handler is not None else []
 
 
-def open_worker(settings: Settings, **options: object) -> Worker:
-    state = open_online(settings.state, lambda _s, _n: [], length=1)
-    return Worker(state, settings, handlers=push_handlers(settings), **options)  # type: ignore[arg-type]
+def open_worker(settings: Settings, tenant: str = DEFAULT_TENANT, **options: object) -> Worker:
+    """A worker of one tenant's stream (``settings``: the deployment's)."""
+    own = tenant_settings(settings, tenant)
+    state = open_online(own.state, lambda _s, _n: [], length=1)
+    return Worker(state, own, handlers=push_handlers(own), **options)  # type: ignore[arg-type]
+
+
+class TenantWorkers:
+    """One ``Worker`` per tenant, each on its own thread (``run``); new tenants are
+    looked for every ``discover_every_s``. ``tenants``: only these (None: every tenant
+    of the registry). ``options`` go to each ``Worker``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tenants: Sequence[str] | None = None,
+        discover_every_s: float = 5.0,
+        **options: object,
+    ) -> None:
+        from shopcast.online import is_shared
+
+        if not is_shared(settings.state.url):
+            raise ConfigError(NEEDS_REDIS)
+        if tenants is not None:
+            tenants = list(dict.fromkeys(tenants))
+            for tenant in tenants:
+                tenant_settings(settings, tenant)  # a bad name fails here (ConfigError)
+        self.settings = settings
+        self.only = tenants
+        self.discover_every_s = discover_every_s
+        self.options = options
+        self.workers: dict[str, Worker] = {}
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def discover(self, stop: threading.Event) -> list[str]:
+        """Start a worker for each tenant not served yet; the tenants started."""
+        from shopcast.online.tenants import known_tenants
+
+        wanted = self.only if self.only is not None else known_tenants(self.settings)
+        started = []
+        with self._lock:
+            for tenant in wanted:
+                if tenant in self.workers:
+                    continue
+                worker = open_worker(self.settings, tenant, **self.options)
+                thread = threading.Thread(
+                    target=self._serve,
+                    args=(worker, stop),
+                    name=f"shopcast-worker-{tenant}",
+                    daemon=True,
+                )
+                self.workers[tenant] = worker
+                self._threads.append(thread)
+                thread.start()
+                started.append(tenant)
+        for tenant in started:
+            log.info("consuming the events of tenant %s", tenant)
+        return started
+
+    @staticmethod
+    def _serve(worker: Worker, stop: threading.Event) -> None:
+        try:
+            worker.run(stop)
+        except Exception:  # pragma: no cover - run handles Redis errors itself
+            log.exception("worker %s stopped", worker.name)
+            raise
+        finally:
+            worker.state.close()
+
+    def run(self, stop: threading.Event) -> dict[str, WorkerStats]:
+        """Until ``stop`` is set; each tenant's statistics."""
+        while not stop.is_set():
+            try:
+                self.discover(stop)
+            except StateUnavailableError as exc:  # Redis down: the workers wait too
+                log.warning("tenant discovery: %s", exc.message)
+            stop.wait(self.discover_every_s)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        return self.stats()
+
+    def stats(self) -> dict[str, WorkerStats]:
+        with self._lock:
+            return {tenant: worker.stats for tenant, worker in self.workers.items()}
