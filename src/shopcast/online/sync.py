@@ -4,7 +4,13 @@ Three daemon threads (``OnlineSync``):
 
 - **follow**: reads the event stream (``XREAD``; every process sees every event) and
   lets this process's models and profiles learn the events other processes ingested
-  (live sessions are shared already);
+  (live sessions are shared already). It starts from ``Engine.stream_start``, the
+  stream's position taken before the engine read the log: the events other processes
+  committed while this engine (a tenant opened on its first request, or the process
+  starting) loaded are learned, not missed. For ``OPEN_WINDOW_S`` it skips the stream's
+  events that the log already held when the engine read it (``Engine.opened_seq``:
+  they were committed before and published after that position), so none is learned
+  twice;
 - **models**: listens on the ``models`` pub/sub channel and hot-swaps at once when a
   version is promoted anywhere (``CURRENT`` polling stays as the fallback);
 - **recover**: after a Redis outage, drops the live sessions written meanwhile (they
@@ -22,9 +28,38 @@ from typing import TYPE_CHECKING
 from shopcast.errors import StateUnavailableError
 
 if TYPE_CHECKING:
+    from shopcast.domain import Event
     from shopcast.serving.engine import Engine
 
 log = logging.getLogger(__name__)
+
+#: After following starts, how long stream events are checked against the log the
+#: engine read at open (an event is published right after its commit).
+OPEN_WINDOW_S = 10.0
+
+
+class _OpenWindow:
+    """The events of the log after ``seq`` (ids), read as far as the stream needs."""
+
+    def __init__(self, engine: Engine, seq: int) -> None:
+        self.store = engine.store
+        self.seq = seq
+        self.after: set[str] = set()
+        self.until = time.monotonic() + OPEN_WINDOW_S
+
+    def fresh(self, events: list[Event]) -> list[Event]:
+        """Those of ``events`` the engine did not read at open (every streamed event is
+        committed already: the log after ``seq`` holds it unless the engine read it)."""
+        import polars as pl
+
+        if not events or time.monotonic() > self.until:
+            return events
+        if any(e.event_id is not None and e.event_id not in self.after for e in events):
+            frame = self.store.events.frame(after_seq=self.seq)
+            if frame.height:
+                self.after.update(frame["event_id"].drop_nulls().to_list())
+                self.seq = int(frame.select(pl.col("seq").max()).item())
+        return [e for e in events if e.event_id is None or e.event_id in self.after]
 
 
 class OnlineSync:
@@ -62,7 +97,10 @@ class OnlineSync:
         online = self.engine.online
         assert online.conn is not None and online.bus is not None
         client = online.conn.blocking_client(1.0)
-        after: str | None = None
+        after: str | None = getattr(self.engine, "stream_start", None)
+        window = None
+        if after is not None:
+            window = _OpenWindow(self.engine, int(getattr(self.engine, "opened_seq", 0)))
         while not self._stop.is_set():
             try:
                 if after is None:
@@ -77,6 +115,8 @@ class OnlineSync:
             after = messages[-1].id
             remote = [m.event for m in messages if m.origin != self.engine.origin]
             try:
+                if window is not None:
+                    remote = window.fresh(remote)
                 self.engine.learn_remote(remote)
                 self.followed += len(remote)
             except Exception:

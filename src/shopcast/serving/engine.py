@@ -130,6 +130,9 @@ class Engine:
         )
         self.sessions = self.online.sessions
         self.origin = uuid.uuid4().hex[:12]  # this process on the event bus
+        # The stream's position before the log is read: OnlineSync follows from here,
+        # so the events other processes commit while this engine opens are not missed.
+        self.stream_start = self._stream_position()
         self._unpublished: list[Event] = []  # accepted while Redis was down
         self.unpublished_dropped = 0  # beyond UNPUBLISHED_MAX (in the log, not streamed)
         install_announcer(settings)
@@ -144,6 +147,7 @@ class Engine:
             refit_growth=cfg.refit_growth,
         ).rebuild(list(store.items.scan()))
         self._install(self._prepare(bundle))
+        self.opened_seq = self.bundle.trained_until  # the log as the models read it
         self._targeter: Targeter | None = None  # built from the log on first use
         self.listeners: list[EngineListener] = []  # see EngineListener
         self.impressions = (
@@ -275,6 +279,15 @@ class Engine:
             if self.settings.recommend.online_learning:
                 self._learn(events)
             self.profiles.observe(events)
+
+    def _stream_position(self) -> str | None:
+        """The newest event-stream id; None without a bus or while Redis is down."""
+        if self.online.bus is None:
+            return None
+        try:
+            return self.online.bus.last_id()
+        except StateUnavailableError:
+            return None
 
     def needs_recovery(self) -> bool:
         return bool(self._unpublished) or bool(getattr(self.sessions, "dirty", None))
