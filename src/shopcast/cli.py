@@ -216,6 +216,9 @@ def _serve(settings: Settings, host: str, port: int, *, workers: int = 1) -> Non
                 'url = "redis://HOST:PORT/DB" (SHOPCAST_STATE__URL)'
             )
         os.environ["SHOPCAST_DATABASE_URL"] = settings.database_url  # each worker rebuilds
+        from shopcast.feedback.prometheus import prepare_multiprocess
+
+        prepare_multiprocess()  # /metrics sums the request metrics of every worker process
         uvicorn.run(
             "shopcast.api:app_from_env",
             factory=True,

@@ -10,17 +10,24 @@
   ``model_version``, ``scene`` and ``variant`` (``all`` for the overall figure), and
   ``shopcast_online_coverage`` / ``…_intra_list_diversity`` / ``…_exposure_gini``.
 
-Each API process exposes its own request counters (scrape every process); the online
-metrics come from the shared log, so every process reports the same.
+A single process exposes its own request counters. ``shopcast serve --workers N``
+runs prometheus-client's multiprocess mode (``prepare_multiprocess``: every worker
+process writes its counters and histograms to files in ``PROMETHEUS_MULTIPROC_DIR``),
+so ``/metrics``, whichever process answers it, reports the sum over the processes
+(``Telemetry.exposition``). The online metrics come from the shared log, so every
+process reports the same.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +35,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _COUNTED = ("impressions", "clicks", "purchases", "ctr", "conversion_rate", "rpm")
 _GROUPS = ("model_version", "scene", "variant")
+#: prometheus-client's multiprocess mode: where the processes write their values.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess() -> Path:
+    """Before the worker processes of ``serve --workers N`` start: the directory of
+    ``PROMETHEUS_MULTIPROC_DIR`` emptied of an earlier run's ``*.db`` files (as
+    prometheus-client asks), or a fresh temporary one set there; the processes started
+    after this inherit it."""
+    configured = os.environ.get(MULTIPROC_ENV)
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return path
+    path = Path(tempfile.mkdtemp(prefix="shopcast-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
 
 
 class Telemetry:
@@ -52,6 +78,18 @@ class Telemetry:
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
+
+    def exposition(self) -> bytes:
+        """The request metrics as Prometheus text: this process's, or in multiprocess
+        mode (``PROMETHEUS_MULTIPROC_DIR`` set) the sum over every process."""
+        path = os.environ.get(MULTIPROC_ENV)
+        if not path:
+            return bytes(generate_latest(self.registry))
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(merged))
 
     def add_online(self, source: Callable[[], dict[str, Any] | None]) -> None:
         self.registry.register(OnlineCollector(source))

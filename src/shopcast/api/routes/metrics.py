@@ -40,10 +40,11 @@ async def online_metrics(
 
 @router.get("/metrics", include_in_schema=False)
 async def prometheus(request: Request) -> Response:
-    """Prometheus text: API request counts and latency histograms, online metrics."""
+    """Prometheus text: API request counts and latency histograms (summed over the
+    processes of ``serve --workers N``), online metrics."""
     telemetry: Telemetry = request.app.state.telemetry
     tracker = await run_in_threadpool(_tracker, request)  # flushes impressions (disk)
     online = CollectorRegistry(auto_describe=True)
     online.register(OnlineCollector(tracker.metrics))
-    body = generate_latest(telemetry.registry) + await run_in_threadpool(generate_latest, online)
+    body = telemetry.exposition() + await run_in_threadpool(generate_latest, online)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
