@@ -43,6 +43,8 @@ events whose item the shopper had never interacted with before ("new item": the
 product excludes purchased items, and repeats are most of a clickstream) and repeats.
 ``--max-users`` keeps a deterministic subset of shoppers (hash of the user id) for
 everything (training and stream); ``--max-events`` cuts the stream. Both are reported.
+``--bundle-cache DIR`` keeps the trained bundles in ``DIR/<dataset>/`` and reuses them
+(train once, then replay arms in separate processes: ``--arms full --baselines ""``).
 Prints a table per dataset and writes bench/results/q4_replay.json.
 """
 
@@ -83,6 +85,7 @@ from shopcast.serving.pipeline import RecommendRequest
 from shopcast.serving.sources import SEED_ITEMS, latest_unique
 from shopcast.storage import Store, open_store
 from shopcast.training.bundle import ModelBundle, load_bundle, save_bundle, train_bundle
+from shopcast.training.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -470,19 +473,29 @@ def run_dataset(name: str, args: argparse.Namespace, log: Callable[[str], None])
     with tempfile.TemporaryDirectory(prefix=f"shopcast-q4-{name}-") as tmp:
         work = Path(tmp)
         settings = settings_for(work)
-        with stopwatch(timings, "train"):
+        cache = args.bundle_cache / name if args.bundle_cache else None
+
+        def bundle_at(model_dir: Path, ranker: bool | None) -> Path:
+            """A bundle trained on ``train`` (reused from the cache when there)."""
+            if cache is not None:
+                model_dir = cache / model_dir.name
+                version = ModelRegistry(model_dir).current()
+                if version is not None:
+                    return ModelRegistry(model_dir).path(version)
             store = new_store(items, train)
-            bundle = train_like_the_cli(store, settings)
-            bundle_path = save_bundle(bundle, settings.model_dir)
+            bundle = train_like_the_cli(store, settings, ranker=ranker)
             store.close()
+            log(f"  ranker: {json.dumps(bundle.stats.get('ranker'), default=str)[:600]}")
+            return save_bundle(bundle, model_dir)
+
+        with stopwatch(timings, "train"):
+            bundle_path = bundle_at(settings.model_dir, None)
+        bundle = load_bundle(bundle_path)
         model_roles = {role: type(m).__name__ for role, m in bundle.models.items()}
-        log(f"  bundle: {model_roles}")
+        log(f"  bundle: {model_roles} ({bundle_path})")
         paths = {True: bundle_path}
         if any(ARMS[arm].get("ranker") is False for arm in args.arms):
-            store = new_store(items, train)
-            without = train_like_the_cli(store, settings, ranker=False)
-            store.close()
-            paths[False] = save_bundle(without, work / "models-blend", promote=False)
+            paths[False] = bundle_at(work / "models-blend", False)
         for arm in args.arms:
             log(f"  arm {arm} ...")
             arm_bundle = paths[ARMS[arm].get("ranker", True) is not False]
@@ -491,6 +504,8 @@ def run_dataset(name: str, args: argparse.Namespace, log: Callable[[str], None])
             results[arm] = breakdown(ranks, new, types)
     cfg = settings.recommend
     for base, fn in (("popularity", replay_popularity), ("covisit", replay_covisit)):
+        if base not in args.baselines:
+            continue
         log(f"  baseline {base} ...")
         with stopwatch(timings, base):
             results[base] = breakdown(fn(cfg, items, train, stream), new, types)
@@ -500,9 +515,9 @@ def run_dataset(name: str, args: argparse.Namespace, log: Callable[[str], None])
         gain = hr["full"] / hr["frozen"] - 1 if hr["frozen"] else float("inf")
         targets["full_vs_frozen_hr_gain"] = round(gain, 3)
         targets["full_beats_frozen_by_30pct"] = gain >= 0.30
-    if "full" in hr:
-        targets["full_beats_popularity"] = hr["full"] > hr["popularity"]
-        targets["full_beats_covisit"] = hr["full"] > hr["covisit"]
+    for base in ("popularity", "covisit"):
+        if "full" in hr and base in hr:
+            targets[f"full_beats_{base}"] = hr["full"] > hr[base]
     return {
         "events": frame.height,
         "train_events": train.height,
@@ -555,8 +570,11 @@ def main() -> None:
         default=Path(os.environ.get("SHOPCAST_DATA", ROOT.parent / "shared" / "datasets")),
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "q4_replay.json")
+    parser.add_argument("--baselines", default="popularity,covisit")
+    parser.add_argument("--bundle-cache", type=Path, default=None, help="reuse bundles")
     args = parser.parse_args()
     args.arms = [a for a in args.arms.split(",") if a]
+    args.baselines = [b for b in args.baselines.split(",") if b]
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
         raise SystemExit(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")

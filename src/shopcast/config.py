@@ -87,7 +87,13 @@ class RecommendSettings(BaseModel):
     popularity_half_life_days: float = Field(14.0, gt=0)
     covisit_half_life_days: float = Field(60.0, gt=0)
     covisit_window: int = Field(5, ge=1, le=100, description="Neighbours per event in a history")
-    session_length: int = Field(20, ge=1, le=500, description="Recent events kept per shopper")
+    session_length: int = Field(
+        50,
+        ge=1,
+        le=500,
+        description="Recent events kept per shopper (what 'recently viewed' can re-show; "
+        "co-visitation scores from the latest 20 of them)",
+    )
     online_learning: bool = Field(
         True, description="Models learn from every ingested event (off: frozen batch model)"
     )
@@ -249,6 +255,20 @@ class MerchandisingSettings(BaseModel):
     diversity: float = Field(
         0.3, ge=0, le=1, description="MMR strength: 0 = pure relevance, 1 = pure novelty"
     )
+    cart_scenes: list[str] = Field(
+        default_factory=lambda: ["home"],
+        description="Scenes that may show items still in the shopper's cart ('still in "
+        "your cart'); every other scene leaves them out",
+    )
+
+    @field_validator("cart_scenes")
+    @classmethod
+    def _cart_scenes(cls, v: list[str]) -> list[str]:
+        known = ("home", "product_page", "cart", "post_purchase", "search")
+        unknown = [s for s in v if s not in known]
+        if unknown:
+            raise ValueError(f"unknown scene(s) {unknown} in cart_scenes; known: {known}")
+        return v
 
 
 #: The placeholder of every secret; accepted (with a warning) only in development and test.

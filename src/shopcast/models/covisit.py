@@ -49,7 +49,9 @@ class CoVisitation:
     ``score`` is a weighted mean over ``context.recent_items`` (most recent last): the
     k-th most recent item, weighing ``session_decay**k``, contributes its row of ``M``
     divided by the row's maximum, so scores lie in [0, 1]. Context items without any
-    neighbour (unknown ones too) keep their rank but are left out of the mean.
+    neighbour (unknown ones too) keep their rank but are left out of the mean. Only the
+    latest ``context_items`` items of a context count (an older one would weigh less
+    than ``session_decay**context_items``): a long live session costs no more.
 
     Online: ``learn`` keeps the last ``window`` weighted items of each of the
     ``max_live_subjects`` most recently active subjects and adds the new pairs to
@@ -80,11 +82,13 @@ class CoVisitation:
         max_neighbors: int = 100,
         session_decay: float = 0.7,
         max_live_subjects: int = 100_000,
+        context_items: int = 20,
     ) -> None:
         for label, value in (
             ("window", window),
             ("max_neighbors", max_neighbors),
             ("max_live_subjects", max_live_subjects),
+            ("context_items", context_items),
         ):
             if value < 1:
                 raise ConfigError(f"{label} must be >= 1, got {value}")
@@ -96,6 +100,7 @@ class CoVisitation:
         self.max_neighbors = max_neighbors
         self.session_decay = session_decay
         self.max_live_subjects = max_live_subjects
+        self.context_items = context_items
 
     @property
     def _half_life(self) -> float:
@@ -265,6 +270,7 @@ class CoVisitation:
                 "max_neighbors": self.max_neighbors,
                 "session_decay": self.session_decay,
                 "max_live_subjects": self.max_live_subjects,
+                "context_items": self.context_items,
             },
             state={"t_ref": self.t_ref_, "n_items": self.n_items_},
             arrays={"data": m.data, "indices": m.indices, "indptr": m.indptr},
@@ -294,7 +300,7 @@ class CoVisitation:
         ``inverse`` maps each candidate to its ``j``; ``norm`` is the summed decay of
         the context items that have neighbours.
         """
-        recent = np.asarray(context.recent_items, dtype=np.int64)[::-1]
+        recent = np.asarray(context.recent_items, dtype=np.int64)[::-1][: self.context_items]
         unique, inverse = np.unique(np.asarray(candidates, dtype=np.int64), return_inverse=True)
         parts = np.zeros((recent.shape[0], unique.shape[0]), dtype=np.float64)
         norm = 0.0

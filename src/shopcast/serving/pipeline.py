@@ -397,7 +397,8 @@ class RecommendPipeline:
             elif source == "buy_again":
                 reason = "time to buy again: you buy this regularly"
             elif source == "recently_viewed":
-                reason = "you viewed this recently"
+                in_cart = bool((shopper.cart == slot.item).any())
+                reason = "still in your cart" if in_cart else "you viewed this recently"
             elif source == "sponsored":
                 reason = slot.label or "sponsored"
             elif source == "pinned":

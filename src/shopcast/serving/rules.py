@@ -69,13 +69,16 @@ class ExcludeSeen:
 
     Purchased items go (except under ``rebuy_categories`` or when proposed by the
     buy-again source), as do the request's ``exclude`` list, the scene's own items
-    (the product on the page, the cart's content) and, from page 2 on, items shown
-    on the earlier pages of the same listing.
+    (the product on the page, the cart's content on the cart page) and, from page 2
+    on, items shown on the earlier pages of the same listing. Items still in the
+    shopper's cart go too, except in the ``cart_scenes`` (default: home, where
+    shoppers of a view-heavy shop go back to what they put in the cart).
     """
 
     def __init__(self, catalog: CatalogIndex, settings: MerchandisingSettings) -> None:
         self.catalog = catalog
         self.rebuy = [c for c in settings.rebuy_categories if c.strip()]
+        self.cart_scenes = frozenset(settings.cart_scenes)
 
     def __call__(self, ranked: Ranked, shopper: Shopper, request: RecommendRequest) -> Ranked:
         vocab = self.catalog.vocab
@@ -86,7 +89,9 @@ class ExcludeSeen:
                 consumable |= _mask_at(self.catalog.category_mask(category), ranked.items)
             purchased &= ~consumable
         purchased &= np.asarray([s != "buy_again" for s in ranked.sources], dtype=bool)
-        drop = purchased | _isin(ranked.items, shopper.anchors) | _isin(ranked.items, shopper.cart)
+        drop = purchased | _isin(ranked.items, shopper.anchors)
+        if request.scene not in self.cart_scenes:
+            drop |= _isin(ranked.items, shopper.cart)
         explicit = {i for i in vocab.indices(list(request.exclude)).tolist() if i >= 0}
         drop |= _isin(ranked.items, explicit | shopper.shown)
         return ranked.keep(~drop)

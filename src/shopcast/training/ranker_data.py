@@ -11,9 +11,11 @@ Protocol (``build_dataset``):
    ``cuts_per_subject`` per subject and ``max_groups`` per window, sampled with a seed.
 3. Nothing at or after a cut's time ``t`` reaches its features: the candidate bundle
    of a window is fitted on every event before the window starts (history for train,
-   history + train for valid, … for test; refitting per window replaces online
-   learning inside a window, which costs far more), and the shopper's profile has
-   observed exactly the shopper's events before ``t``.
+   history + train for valid, … for test) and then, when ``recommend.online_learning``
+   is on, learns online every event before ``t`` (in time order, as the serving engine
+   learns: the co-visitation of a shopper's session items before a cut is then in the
+   features, as it is at serving time), and the shopper's profile has observed exactly
+   the shopper's events before ``t``.
 4. At a cut, the serving pipeline itself runs: its context stage reads a live session
    loaded from the subject's last events before ``t`` (as a server loads one), its
    candidate stage runs the scene's sources (same code, same ``SCENES``), its blend
@@ -25,7 +27,8 @@ Protocol (``build_dataset``):
    view/click/favorite/rate 1). Items of the live session are not targets unless the
    shopper bought them before (a re-buy is a target) or the scene shows them again
    (its "recently viewed" source has a weight: going back to a viewed item is then
-   what the scene serves); the anchors and the cart never are. Cuts without any target are
+   what the scene serves); the anchors never are, nor items still in the cart unless
+   the scene shows them (``merchandising.cart_scenes``). Cuts without any target are
    left out; targets that no source proposed still count in ``n_relevant``.
 
 ``evaluate`` orders each group's (filtered) pool by one source alone, by the blend and
@@ -339,13 +342,17 @@ def _targets(
     split: SplitConfig,
     *,
     reshows_session: bool = False,
+    shows_cart: bool = False,
 ) -> dict[int, int]:
     """Graded targets of a cut: item index -> grade (see the module docstring).
     ``reshows_session``: the scene proposes the live session's items again (the
-    "recently viewed" source), so going back to one of them is a target too."""
+    "recently viewed" source), so going back to one of them is a target too;
+    ``shows_cart``: the scene keeps items still in the cart (``cart_scenes``)."""
     session = set() if reshows_session else set(shopper.context.recent_items.tolist())
     session -= set(shopper.purchases)
-    blocked = session | set(shopper.anchors.tolist()) | set(shopper.cart.tolist())
+    blocked = session | set(shopper.anchors.tolist())
+    if not shows_cart:
+        blocked |= set(shopper.cart.tolist())
     relevant: dict[int, int] = {}
     for r in rows.tolist():
         grade = GRADES.get(log.type[r], 0)
@@ -444,7 +451,14 @@ def build_dataset(
             recently_viewed_weight=settings.recommend.recently_viewed_weight,
         )
         builder = FeatureBuilder(bundle, catalog, profiles, sources, refresh_s=float("inf"))
+        learned = start  # log rows [0, learned) are in the candidate bundle
         for t, subject, _ in (c for c in cuts if c[2] == w):
+            if settings.recommend.online_learning:
+                upto = int(np.searchsorted(log.ts, t, side="left"))
+                if upto > learned:
+                    part = log.frame.slice(learned, upto - learned)
+                    bundle.learn(Interactions.from_frame(part, users=data.users, items=vocab))
+                    learned = upto
             rows = log.rows_of[subject]
             k = int(np.searchsorted(log.ts[rows], t, side="left"))
             if subject.startswith("u:"):  # the profile as of t: its events before t
@@ -476,6 +490,7 @@ def build_dataset(
                 vocab,
                 split,
                 reshows_session=weights.get("recently_viewed", 0.0) > 0,
+                shows_cart=scene in settings.merchandising.cart_scenes,
             )
             if not relevant:
                 skipped["no_target"] += 1
