@@ -67,10 +67,36 @@ class Server:
     process: subprocess.Popen[bytes]
     #: HTTP headers a client sends (the API key when the server requires keys).
     headers: dict[str, str]
+    #: Other processes serving with it (the ``shopcast worker`` of ``--workers > 1``).
+    helpers: tuple[subprocess.Popen[bytes], ...] = ()
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the server, its worker processes and its helpers so far."""
+        return sum(tree_cpu_seconds(p.pid) for p in (self.process, *self.helpers))
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of ``root`` and of every running descendant."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        with suppress(OSError, IndexError, ValueError):
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            parent[int(d.name)] = int(fields[1])
+            cpu[int(d.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(child for child, up in parent.items() if up == pid)
+    return total
 
 
 def api_key(work: Path, env: dict[str, str]) -> dict[str, str]:
@@ -97,20 +123,39 @@ def api_key(work: Path, env: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+#: Redis for ``serve(workers > 1)`` (a unique key prefix per run, deleted after).
+REDIS = os.environ.get("SHOPCAST_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
 @contextmanager
-def serve(data: Path, *, log: Path | None = None) -> Iterator[Server]:
-    """`shopcast serve` over ``data`` on a free loopback port, until the block ends."""
+def serve(data: Path, *, log: Path | None = None, workers: int = 1) -> Iterator[Server]:
+    """`shopcast serve` over ``data`` on a free loopback port, until the block ends.
+
+    ``workers > 1``: `shopcast serve --workers N` with the live state and event stream
+    in Redis (as the scale-out deployment runs; a unique key prefix, deleted at the
+    end) and one `shopcast worker` applying the stream's online aggregates.
+    """
     port = free_port()
     env = {**os.environ, "SHOPCAST_MODEL_DIR": str(data / "models")}
     env["OPENBLAS_NUM_THREADS"] = "1"
     headers = api_key(data, env)
+    prefix = f"bench:p1:{os.getpid()}:{port}:"
+    cmd = [*SHOPCAST, "serve", "--db", db_url(data), "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        env["SHOPCAST_STATE__URL"] = f"{REDIS}?prefix={prefix}"
+        cmd += ["--workers", str(workers)]
     out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(
-        [*SHOPCAST, "serve", "--db", db_url(data), "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
+    process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    helpers: tuple[subprocess.Popen[bytes], ...] = ()
+    if workers > 1:
+        helpers = (
+            subprocess.Popen(
+                [*SHOPCAST, "worker", "--db", db_url(data), "--name", "p1"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            ),
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -125,16 +170,38 @@ def serve(data: Path, *, log: Path | None = None) -> Iterator[Server]:
             if time.monotonic() > deadline:
                 raise SystemExit("the server did not answer /v1/health within 300 s")
             time.sleep(0.2)
-        yield Server(base, port, process, headers)
+        if workers > 1:
+            wait_workers(process.pid, workers)
+        yield Server(base, port, process, headers, helpers)
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for proc in (process, *helpers):
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         if log is not None and out is not subprocess.DEVNULL:
             out.close()
+        if workers > 1:
+            import redis
+
+            r = redis.Redis.from_url(REDIS)
+            keys = list(r.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                r.delete(*keys)
+            r.close()
+
+
+def wait_workers(root: int, workers: int, limit_s: float = 600.0) -> None:
+    """Until every uvicorn worker process has loaded (the first one answering health
+    does not mean the others are up): each one's CPU stops growing."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = tree_cpu_seconds(root)
+        time.sleep(2.0)
+        if tree_cpu_seconds(root) - before < 0.2:
+            return
 
 
 def shop_ids(data: Path) -> tuple[list[str], list[str]]:

@@ -56,7 +56,7 @@ def load(server: Server, spec: dict[str, Any], profile: Path | None = None) -> d
     """Run the load generator process with ``spec``; its result plus the server's CPU."""
     spec = {"port": server.port, "headers": server.headers, **spec}
     settled = settle(server)
-    before = cpu_seconds(server.pid)
+    before = server.cpu_seconds()
     spy = None
     if profile is not None:
         duration = int(spec["warmup_s"] + spec["seconds"])
@@ -76,6 +76,7 @@ def load(server: Server, spec: dict[str, Any], profile: Path | None = None) -> d
                 str(profile),
                 "--nonblocking",
                 "--gil",  # only the thread holding the GIL: where the CPU goes
+                *(["--subprocesses"] if server.helpers else []),  # --workers N
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -92,7 +93,7 @@ def load(server: Server, spec: dict[str, Any], profile: Path | None = None) -> d
         spy.wait()
     result: dict[str, Any] = json.loads(done.stdout)
     served = sum(result["status"].values()) + result["errors"]  # answered in the phase
-    result["server_cpu_s"] = round(cpu_seconds(server.pid) - before, 2)
+    result["server_cpu_s"] = round(server.cpu_seconds() - before, 2)
     result["server_cpu_ms_per_request"] = round(1000 * result["server_cpu_s"] / max(served, 1), 3)
     result["server_cpu_share"] = round(result["server_cpu_s"] / wall, 2)
     result["settled_before_s"] = settled
@@ -115,9 +116,9 @@ def settle(server: Server, limit_s: float = 180.0) -> float:
     phase leaves requests queued in the server that would slow the next phase."""
     started = time.perf_counter()
     while time.perf_counter() - started < limit_s:
-        before = cpu_seconds(server.pid)
+        before = server.cpu_seconds()
         time.sleep(1.0)
-        if cpu_seconds(server.pid) - before < 0.05:
+        if server.cpu_seconds() - before < 0.05:
             break
     return round(time.perf_counter() - started, 1)
 
@@ -176,6 +177,12 @@ def main() -> None:
     parser.add_argument("--closed-connections", type=int, default=32)
     parser.add_argument("--closed-seconds", type=float, default=20.0)
     parser.add_argument("--profile", action="store_true", help="py-spy the server (1st rate)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="`shopcast serve --workers N` (> 1: live state in Redis + one `shopcast worker`)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "p1_load.json")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -195,7 +202,7 @@ def main() -> None:
         base = {"customers": customers, "items": items[:2000], "warmup_s": args.warmup}
         phases: dict[str, Any] = {}
         profile: dict[str, Any] | None = None
-        with serve(data, log=work / "server.log") as server:
+        with serve(data, log=work / "server.log", workers=args.workers) as server:
             for n, rate in enumerate(rates):
                 for name, mix in (("mix", MIX), ("noop", {"health": 1.0})):
                     label = f"open_{name}_{rate:g}"
@@ -255,6 +262,7 @@ def main() -> None:
             "open_max_connections": args.connections,
             "closed_connections": args.closed_connections,
             "closed_seconds": args.closed_seconds,
+            "workers": args.workers,
             "mix": "80% GET /v1/users/{id}/recommendations?k=10, 20% POST /v1/events (1-5)",
         },
         "phases": phases,

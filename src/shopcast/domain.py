@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 import unicodedata
 from datetime import UTC, datetime
@@ -129,9 +130,13 @@ def clean_id(value: object) -> str | None:
         raise ValueError("must not be empty")
     if len(out) > MAX_ID_LENGTH:
         raise ValueError(f"is {len(out)} characters long; at most {MAX_ID_LENGTH}")
-    if any(unicodedata.category(c) == "Cc" for c in out):
+    if _CONTROL.search(out):
         raise ValueError("must not contain control characters")
     return out
+
+
+#: Unicode category Cc (control characters): exactly U+0000-U+001F and U+007F-U+009F.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def parse_timestamp(value: object) -> float:

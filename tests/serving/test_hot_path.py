@@ -4,7 +4,8 @@
   string-based version (kept here as the reference) on random SYNTHETIC catalogs;
 - ``BuyAgainSource`` computes cycles without numpy: same scores as ``np.median``;
 - ``explain`` asks a co-visitation model for contributors only when a slot of its
-  source is there (``bought_together`` is not asked on the home scene);
+  source is there (``bought_together`` is not asked on the home scene), and not at
+  all when the source gave them with its candidates (one pass over the context);
 - ``CatalogIndex.category_mask`` comes from an index of items by category level
   (built once per catalog change), not from a pass over the catalog per category.
 """
@@ -25,7 +26,7 @@ from shopcast.serving.engine import Engine
 from shopcast.serving.pipeline import RecommendRequest
 from shopcast.serving.rerank import MMR, title_key
 from shopcast.serving.rules import Ranked
-from shopcast.serving.sources import BuyAgainSource, Shopper
+from shopcast.serving.sources import BuyAgainSource, Candidates, Shopper
 from shopcast.storage import open_store
 from shopcast.training.bundle import save_bundle, train_bundle
 
@@ -149,8 +150,21 @@ def test_explain_asks_only_the_models_of_the_slots_shown(tmp_path: Path) -> None
     cart = engine.recommend(RecommendRequest(user_id="x", k=3, scene="cart", items=("a",)))
     reasons = {i.item_id: (i.source, i.reason) for i in cart.items}
     assert reasons["c"] == ("bought_together", "goes with a in your cart")
-    shown = sum(i.source == "bought_together" for i in cart.items)
-    assert calls == [shown]  # once, for the bought_together slots only
+    assert calls == []  # the bought_together source gave its contributors
+    # without them (a source that does not give any), explain asks the model once,
+    # for the bought_together slots only, and the reasons are the same
+    source = engine.pipeline.sources["bought_together"]
+    plain = source.__call__
+
+    def without_because(*args: object) -> Candidates:
+        found = plain(*args)  # type: ignore[arg-type]
+        return Candidates(found.items, found.scores)
+
+    engine.pipeline.sources["bought_together"] = without_because  # type: ignore[assignment]
+    again = engine.recommend(RecommendRequest(user_id="x", k=3, scene="cart", items=("a",)))
+    assert {i.item_id: (i.source, i.reason) for i in again.items} == reasons
+    shown = sum(i.source == "bought_together" for i in again.items)
+    assert calls == [shown]
 
 
 def _reference_mask(catalog: CatalogIndex, category: str) -> np.ndarray:
@@ -186,3 +200,52 @@ def test_category_masks_follow_upserts_deletes_and_vocabulary_growth() -> None:
     check()
     assert catalog.category_mask("kitchen")[vocab.index("new-1")]
     assert not catalog.category_mask("home")[vocab.index("new-2")]
+
+
+def test_reasons_from_the_sources_contributors_match_the_models(tmp_path: Path) -> None:
+    """On a SYNTHETIC log: every answer (items, sources, reasons) is the same whether
+    explain takes the co-visitation contributors from the sources or asks the models."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        model_dir=tmp_path / "models",
+        recommend=RecommendSettings(log_impressions=False),
+    )
+    store = open_store(settings.database_url)
+    rng = random.Random(3)
+    store.events.append(
+        [
+            Event(
+                type=rng.choice(["view", "view", "add_to_cart", "purchase"]),
+                user_id=f"s{rng.randrange(30)}",
+                item_id=f"i{rng.randrange(40)}",
+                timestamp=T0 + n,
+            )
+            for n in range(1500)
+        ]
+    )
+    save_bundle(train_bundle(store, settings.recommend), settings.model_dir)
+    engine = Engine.open(store, settings)
+    requests = [
+        RecommendRequest(user_id=f"s{u}", k=10, scene=scene, items=items)
+        for u in range(30)
+        for scene, items in (("home", ()), ("product_page", ("i3",)), ("cart", ("i5", "i7")))
+    ]
+
+    def answers() -> list[list[tuple[str, str, str]]]:
+        return [
+            [(i.item_id, i.source, i.reason) for i in engine.recommend(r).items] for r in requests
+        ]
+
+    with_because = answers()
+    for name in ("covisit", "bought_together"):
+        plain = engine.pipeline.sources[name].__call__
+
+        def stripped(*args: object, plain: object = plain) -> Candidates:
+            found = plain(*args)  # type: ignore[operator]
+            return Candidates(found.items, found.scores)
+
+        engine.pipeline.sources[name] = stripped  # type: ignore[assignment]
+    assert answers() == with_because
+    assert any("because you" in reason for answer in with_because for _, _, reason in answer)
+    engine.close()
+    store.close()

@@ -189,6 +189,23 @@ class StoreContract:
         assert ids(newest) == ["c", "d"]
         assert [seq > last for seq, _ in store.events.scan(after_seq=last)] == [True, True]
 
+    def test_scan_by_types_filters_before_the_limit(self, store: Store) -> None:
+        shown = [
+            Event(event_id=f"imp{n}", type="impression", user_id="u1", item_id="i2", timestamp=50.0)
+            for n in range(5)
+        ]
+        store.events.append([view("a", ts=10.0), view("b", ts=20.0), *shown])
+        store.events.append([Event(event_id="buy", type="purchase", user_id="u1", item_id="i1")])
+        kept = store.events.scan(
+            subject="u:u1", newest_first=True, limit=2, types={"view", "purchase"}
+        )
+        assert ids(kept) == ["buy", "b"]  # the impressions do not take the limit's places
+        assert ids(store.events.scan(subject="u:u1", types=["view"])) == ["a", "b"]
+        assert ids(store.events.scan(types=["impression"], limit=1)) == ["imp0"]
+        assert store.events.scan(subject="u:u1", types=[]) == []
+        restored = store.events.scan(subject="u:u1", types=["impression"], limit=1)[0][1]
+        assert restored == shown[0] and restored.type.value == "impression"
+
     @pytest.mark.parametrize("subject", ["u1", "x:u1", "u:", ""])
     def test_scan_rejects_a_bad_subject(self, store: Store, subject: str) -> None:
         with pytest.raises(ValidationError):

@@ -238,10 +238,18 @@ class CoVisitation:
         """
         require_fitted(self, "matrix_")
         parts, inverse, recent, _ = self._contributions(context, candidates)
-        if not recent.size:
-            return np.full(inverse.shape, -1, dtype=np.int64)
-        best = np.where(parts.max(axis=0) > 0, recent[parts.argmax(axis=0)], -1)
-        return np.asarray(best[inverse], dtype=np.int64)
+        return _best_contributors(parts, inverse, recent)
+
+    def score_and_contributors(
+        self, context: Context, candidates: IntArray
+    ) -> tuple[FloatArray, IntArray]:
+        """``score`` and ``contributors`` from one pass over the context's rows (a
+        candidate source that also explains its items pays for the pass once)."""
+        require_fitted(self, "matrix_")
+        parts, inverse, recent, norm = self._contributions(context, candidates)
+        total = parts.sum(axis=0) / norm if norm else parts.sum(axis=0)
+        scores = np.asarray(total[inverse], dtype=np.float64)
+        return scores, _best_contributors(parts, inverse, recent)
 
     def neighbors(self, item_index: int, k: int) -> tuple[IntArray, FloatArray]:
         """The ``k`` items most co-visited with ``item_index``, best first.
@@ -398,3 +406,11 @@ def _prune(m: Any, k: int) -> Any:
     keep[order[rank >= k]] = False
     indptr = np.concatenate([[0], np.cumsum(np.minimum(counts, k))])
     return sp.csr_array((m.data[keep], m.indices[keep], indptr), shape=m.shape)
+
+
+def _best_contributors(parts: FloatArray, inverse: IntArray, recent: IntArray) -> IntArray:
+    """Per candidate, the recent item with the largest part (-1 when none adds)."""
+    if not recent.size:
+        return np.full(inverse.shape, -1, dtype=np.int64)
+    best = np.where(parts.max(axis=0) > 0, recent[parts.argmax(axis=0)], -1)
+    return np.asarray(best[inverse], dtype=np.int64)

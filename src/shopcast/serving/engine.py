@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from shopcast.config import Settings
-from shopcast.domain import Event, Item, Recommendation, RecommendedItem, User
+from shopcast.domain import Event, EventType, Item, Recommendation, RecommendedItem, User
 from shopcast.errors import NotFoundError, StateUnavailableError
 from shopcast.experiments.layer import ExperimentLayer
 from shopcast.features.live import LiveItemFeatures
@@ -97,6 +97,13 @@ class _Serving:
         return frame.height
 
 
+#: Event types a live session is built from (``LiveSession.add`` skips the others).
+SESSION_EVENT_TYPES = frozenset(EventType) - {EventType.IMPRESSION, EventType.SEARCH}
+
+#: The newest events of the log that warm the in-process live sessions at start-up
+#: (``Engine._warm_sessions``); older shoppers are loaded from the log on a miss.
+WARM_SESSION_EVENTS = 1_000_000
+
 #: Events accepted while Redis was down, kept to be put on the stream once it is back.
 UNPUBLISHED_MAX = 200_000
 
@@ -148,6 +155,7 @@ class Engine:
         ).rebuild(list(store.items.scan()))
         self._install(self._prepare(bundle))
         self.opened_seq = self.bundle.trained_until  # the log as the models read it
+        self._warm_sessions()
         self._targeter: Targeter | None = None  # built from the log on first use
         self.listeners: list[EngineListener] = []  # see EngineListener
         self.impressions = (
@@ -568,9 +576,27 @@ class Engine:
             price=meta.price if meta else None,
         )
 
+    def _warm_sessions(self) -> None:
+        """In-process live sessions: build those of the users of the newest
+        ``WARM_SESSION_EVENTS`` events now, in one columnar pass, so requests do not
+        load them from the log one shopper at a time (shared sessions in Redis are
+        loaded on a miss, as before)."""
+        warm = getattr(self.sessions, "warm", None)
+        if warm is None or not self.settings.recommend.live_sessions:
+            return
+        started = time.perf_counter()
+        count = self.store.events.count()
+        frame = self.store.events.frame(after_seq=max(0, count - WARM_SESSION_EVENTS))
+        added = warm(frame)
+        log.info("warmed %d live sessions in %.1f s", added, time.perf_counter() - started)
+
     def _history(self, subject: str, limit: int) -> list[Event]:
-        """A shopper's latest events; without live sessions, only those the bundle saw."""
-        rows = self.store.events.scan(subject=subject, limit=limit, newest_first=True)
+        """A shopper's latest events of the types a live session keeps (impressions and
+        searches are left out in the query: a shopper's impressions would otherwise
+        fill the ``limit``); without live sessions, only those the bundle saw."""
+        rows = self.store.events.scan(
+            subject=subject, limit=limit, newest_first=True, types=SESSION_EVENT_TYPES
+        )
         if not self.settings.recommend.live_sessions:
             rows = [(seq, e) for seq, e in rows if seq <= self.history_cutoff]
         return [event for _, event in reversed(rows)]

@@ -20,15 +20,22 @@ log = logging.getLogger(__name__)
 
 
 def impressions_of(rec: Recommendation, at: float) -> list[Event]:
-    """The impression events of one response (ids derived from the recommendation id)."""
+    """The impression events of one response (ids derived from the recommendation id).
+
+    Built with ``model_construct``: every field comes from a response the pipeline
+    built from validated ids (ten events per response, on the impression thread)."""
     return [
-        Event(
+        Event.model_construct(
             event_id=f"imp:{rec.recommendation_id}:{pos}",
             type=EventType.IMPRESSION,
             user_id=rec.user_id,
             session_id=rec.session_id,
             item_id=item.item_id,
-            timestamp=at,
+            timestamp=float(at),
+            value=None,
+            quantity=None,
+            price=None,
+            query=None,
             recommendation_id=rec.recommendation_id,
             context={
                 "position": pos,

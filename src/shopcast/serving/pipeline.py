@@ -26,14 +26,14 @@ import concurrent.futures
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from shopcast.config import MerchandisingSettings
 from shopcast.domain import EventType, Recommendation, RecommendedItem
 from shopcast.errors import StateUnavailableError
-from shopcast.models._base import EVENT_CODES, Context
+from shopcast.models._base import EVENT_CODES, Context, IntArray
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.factor_source import FactorSource
 from shopcast.serving.ranker import LearnedRanker, RankStage, UserStates
@@ -179,7 +179,8 @@ class RecommendPipeline:
         degraded: list[str] = []
         try:
             shopper = self.context(request, now, degraded)
-            candidates = self.candidates(shopper, request, degraded)
+            because: dict[str, tuple[IntArray, IntArray]] = {}
+            candidates = self.candidates(shopper, request, degraded, because)
             ranked = self.rank(candidates, request, shopper, degraded)
             for rule in self.rules:
                 ranked = rule(ranked, shopper, request)
@@ -190,7 +191,7 @@ class RecommendPipeline:
             ]
             for placement in self.placements:
                 slate = placement(slate, shopper, request)
-            items = self.explain(shopper, slate, request)
+            items = self.explain(shopper, slate, request, because)
             self._remember_shown(request, items)
         except Exception:  # a model or rule bug must not become a 5xx
             log.exception("recommendation pipeline failed; serving popular items")
@@ -271,11 +272,18 @@ class RecommendPipeline:
         )
 
     def candidates(
-        self, shopper: Shopper, request: RecommendRequest, degraded: list[str]
+        self,
+        shopper: Shopper,
+        request: RecommendRequest,
+        degraded: list[str],
+        because: dict[str, tuple[IntArray, IntArray]] | None = None,
     ) -> dict[str, Ranked]:
         """Every source of the scene; model-backed ("heavy") sources run on worker threads
         under ``source_timeout_s``, so a slow model is skipped (named in ``degraded``)
-        instead of holding the request, while the cheap sources run inline."""
+        instead of holding the request, while the cheap sources run inline.
+
+        ``because`` receives, per source that knows them, its items and the context
+        item each was proposed because of (``Candidates.because``) for ``explain``."""
         n = request.k + len(shopper.purchases) + len(shopper.shown) + HEADROOM
         scene = self.scenes[request.scene]
         names = [name for name in scene if name in self.sources]
@@ -304,6 +312,11 @@ class RecommendPipeline:
             except Exception:
                 log.exception("candidate source %s failed", name)
                 degraded.append(name)
+        if because is not None:
+            for name, got in found.items():
+                if got.because is not None and got.items.size:
+                    order = np.argsort(got.items, kind="stable")  # sorted for look-ups
+                    because[name] = (got.items[order], got.because[order])
         return {
             name: Ranked(c.items, c.scores, [name] * c.items.size)
             for name in names
@@ -344,8 +357,15 @@ class RecommendPipeline:
             return blended
 
     def explain(
-        self, shopper: Shopper, slate: Sequence[Slot], request: RecommendRequest
+        self,
+        shopper: Shopper,
+        slate: Sequence[Slot],
+        request: RecommendRequest,
+        because: Mapping[str, tuple[IntArray, IntArray]] | None = None,
     ) -> list[RecommendedItem]:
+        """A reason per slot. ``because`` (from ``candidates``) gives the contributing
+        context item of the co-visitation sources' items; the models are asked only
+        for the slots it does not cover."""
         ctx = shopper.context
         anchored = shopper.anchors.size > 0
         basis = shopper.anchors[::-1] if anchored else ctx.recent_items
@@ -367,6 +387,11 @@ class RecommendPipeline:
             together = self.bundle.bought_together
             for model, source in ((self.bundle.covisit, "covisit"), (together, "bought_together")):
                 use = np.asarray([s.source == source for s in slate], dtype=bool)
+                known = because.get(source) if because is not None else None
+                if known is not None and use.any():
+                    found = _lookup_sorted(known[0], known[1], chosen)
+                    contributors[use & (found >= -1)] = found[use & (found >= -1)]
+                    use &= found < -1  # not among the source's items: ask the model
                 if model is not None and use.any():
                     contributors[use] = model.contributors(basis_ctx, chosen[use])
         latest_category = self.catalog.latest_category(basis)
@@ -495,3 +520,10 @@ def _rank_stage(
 
 def _known(indices: np.ndarray) -> np.ndarray:
     return indices[indices >= 0]
+
+
+def _lookup_sorted(keys: IntArray, values: IntArray, wanted: IntArray) -> IntArray:
+    """``values`` at each ``wanted`` key in the sorted ``keys``; -2 where absent."""
+    at = np.minimum(np.searchsorted(keys, wanted), max(keys.shape[0] - 1, 0))
+    hit = keys[at] == wanted if keys.size else np.zeros(wanted.shape[0], dtype=bool)
+    return np.where(hit, values[at] if keys.size else -2, -2).astype(np.int64)

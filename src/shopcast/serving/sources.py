@@ -61,6 +61,9 @@ class Shopper:
 class Candidates:
     items: IntArray
     scores: FloatArray
+    #: Per item, the context item it was proposed because of (-1: none), when the
+    #: source knows it (co-visitation): ``explain`` then needs no second pass.
+    because: IntArray | None = None
 
     @staticmethod
     def empty() -> Candidates:
@@ -107,7 +110,8 @@ class CovisitSource:
         if not seeds.size:
             return Candidates.empty()
         pool = np.unique(np.concatenate([model.neighbors(int(s), n)[0] for s in seeds]))
-        return Candidates(pool, model.score(anchored_context(shopper), pool))
+        scores, because = model.score_and_contributors(anchored_context(shopper), pool)
+        return Candidates(pool, scores, because)
 
 
 def anchored_context(shopper: Shopper) -> Context:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import polars as pl
 
 from shopcast.domain import Event, EventType
 from shopcast.models._base import EVENT_CODES, IntArray
@@ -49,24 +50,60 @@ class LiveSession:
         return set(self.purchases)
 
     def add(self, event: Event) -> None:
-        if event.item_id is None or event.type in (EventType.IMPRESSION, EventType.SEARCH):
+        self.add_fields(event.item_id, event.type, event.timestamp, event.event_id)
+
+    def extend_rows(
+        self,
+        items: list[str],
+        kinds: list[EventType],
+        stamps: list[float],
+        event_ids: list[str],
+    ) -> None:
+        """``add`` of each of these log rows of one shopper into an empty session, in
+        time order: what ``add`` would leave, built without an ``Event`` per row
+        (the rows' event ids are unique and their item ids and types are session
+        ones, as ``MemorySessions.warm`` selects them)."""
+        n = self.items.maxlen or len(items)
+        self.items.extend(items[-n:])
+        self.types.extend(kinds[-n:])
+        self.ts.extend(stamps[-n:])
+        self.event_ids.extend(event_ids[-n:])
+        purchases, cart = self.purchases, self.cart
+        buy, put, take = EventType.PURCHASE, EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART
+        for item, kind, ts in zip(items, kinds, stamps, strict=True):
+            if kind is buy:
+                times = purchases.setdefault(item, [])
+                times.append(ts)
+                times.sort()
+                del times[:-PURCHASE_HISTORY]
+                cart.pop(item, None)
+            elif kind is put:
+                cart[item] = ts
+            elif kind is take:
+                cart.pop(item, None)
+
+    def add_fields(
+        self, item_id: str | None, kind: EventType, timestamp: float, event_id: str | None
+    ) -> None:
+        """``add`` from an event's fields (warming from a frame builds no ``Event``)."""
+        if item_id is None or kind in (EventType.IMPRESSION, EventType.SEARCH):
             return
-        if event.event_id in self.event_ids:  # loaded from the log and then observed
+        if event_id in self.event_ids:  # loaded from the log and then observed
             return
-        self.event_ids.append(event.event_id)
-        self.items.append(event.item_id)
-        self.types.append(event.type)
-        self.ts.append(event.timestamp)
-        if event.type is EventType.PURCHASE:
-            times = self.purchases.setdefault(event.item_id, [])
-            times.append(event.timestamp)
+        self.event_ids.append(event_id)
+        self.items.append(item_id)
+        self.types.append(kind)
+        self.ts.append(timestamp)
+        if kind is EventType.PURCHASE:
+            times = self.purchases.setdefault(item_id, [])
+            times.append(timestamp)
             times.sort()
             del times[:-PURCHASE_HISTORY]
-            self.cart.pop(event.item_id, None)
-        elif event.type is EventType.ADD_TO_CART:
-            self.cart[event.item_id] = event.timestamp
-        elif event.type is EventType.REMOVE_FROM_CART:
-            self.cart.pop(event.item_id, None)
+            self.cart.pop(item_id, None)
+        elif kind is EventType.ADD_TO_CART:
+            self.cart[item_id] = timestamp
+        elif kind is EventType.REMOVE_FROM_CART:
+            self.cart.pop(item_id, None)
 
     def absorb(self, other: LiveSession) -> None:
         """Merge another session (an anonymous one joining a user at login), time order."""
@@ -185,6 +222,72 @@ class MemorySessions:
             self._sessions[subject] = session
             self._evict()
             return session
+
+    def warm(self, frame: pl.DataFrame, *, history: int | None = None) -> int:
+        """Build, in one columnar pass, the sessions of the users of ``frame`` (rows of
+        the event log: ``EventLog.frame`` columns) that are not in memory yet, most
+        recently active users first and at most ``capacity``; returns how many.
+
+        Each user gets what ``get`` would load for it from the log: the newest
+        ``history`` (default ``10 * length``, as ``get`` asks the loader) events of the
+        session's types, in time order. Call it before events are observed (at
+        start-up): a session built here does not see events committed after
+        ``frame`` was read.
+        """
+        history = 10 * self.length if history is None else history
+        session_kinds = [
+            t.value for t in EventType if t not in (EventType.IMPRESSION, EventType.SEARCH)
+        ]
+        rows = (
+            frame.lazy()
+            .filter(
+                pl.col("user_id").is_not_null()
+                & pl.col("item_id").is_not_null()
+                & pl.col("type").is_in(session_kinds)
+            )
+            .sort(["ts", "seq"])
+            .group_by("user_id", maintain_order=True)
+            .tail(history)
+            .select("user_id", "item_id", "type", "ts", "event_id")
+            .collect()
+        )
+        if rows.height == 0:
+            return 0
+        # Most recently active users last, so the LRU keeps them when over capacity.
+        order = (
+            rows.group_by("user_id")
+            .agg(pl.col("ts").max().alias("last"))
+            .sort(["last", "user_id"])
+            .tail(self.capacity)
+        )
+        rows = order.select("user_id").join(rows, on="user_id", how="left", maintain_order="left")
+        types = {t.value: t for t in EventType}
+        users = rows["user_id"].to_list()
+        items = rows["item_id"].to_list()
+        kinds: list[EventType] = [types[k] for k in rows["type"].to_list()]
+        stamps = rows["ts"].to_list()
+        ids = rows["event_id"].to_list()
+        built: dict[str, LiveSession] = {}
+        start = 0
+        last = (rows["user_id"] != rows["user_id"].shift(-1)).fill_null(True)
+        for end in last.arg_true().to_list():  # the last row of each user
+            session = built[users[start]] = self._new()
+            session.extend_rows(
+                items[start : end + 1],
+                kinds[start : end + 1],
+                stamps[start : end + 1],
+                ids[start : end + 1],
+            )
+            start = end + 1
+        with self._lock:
+            added = 0
+            for user, session in built.items():
+                subject = f"u:{user}"
+                if subject not in self._sessions:
+                    self._sessions[subject] = session
+                    added += 1
+            self._evict()
+        return added
 
     def observe(self, events: list[Event]) -> None:
         """Apply freshly committed events to the sessions already in memory.

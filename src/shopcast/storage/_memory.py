@@ -7,7 +7,7 @@ frame layout; records are kept as JSON documents so callers never share objects.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Generic
 
 import polars as pl
@@ -74,6 +74,7 @@ class MemoryEventLog:
         after_seq: int = 0,
         limit: int | None = None,
         newest_first: bool = False,
+        types: Collection[str] | None = None,
     ) -> list[tuple[int, Event]]:
         """``(seq, event)`` pairs after ``after_seq`` ordered by ``(ts, seq)``."""
         check_limit(limit)
@@ -85,6 +86,9 @@ class MemoryEventLog:
                 index = self._by_user if column == "user_id" else self._by_session
                 seqs = index.get(key, set())
             rows = [(s, self._rows[s]) for s in seqs if s > after_seq]
+        if types is not None:
+            kinds = {str(t) for t in types}
+            rows = [r for r in rows if r[1][1] in kinds]
         rows.sort(key=lambda r: (r[1][5], r[0]), reverse=newest_first)
         return [(seq, row_event(row)) for seq, row in rows[:limit]]
 

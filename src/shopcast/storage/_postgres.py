@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -329,6 +329,7 @@ class PgEventLog:
         after_seq: int = 0,
         limit: int | None = None,
         newest_first: bool = False,
+        types: Collection[str] | None = None,
     ) -> list[tuple[int, Event]]:
         """``(seq, event)`` pairs after ``after_seq`` ordered by ``(ts, seq)``."""
         check_limit(limit)
@@ -338,6 +339,9 @@ class PgEventLog:
             column, key = subject_filter(subject)
             where += f" AND {column} = %s"
             params.append(key)
+        if types is not None:
+            where += " AND type = ANY(%s)"
+            params.append(sorted({str(t) for t in types}))
         order = "ts DESC, seq DESC" if newest_first else "ts, seq"
         sql = f"SELECT seq, {_COLUMNS} FROM events WHERE {where} ORDER BY {order} LIMIT %s"
         rows = self._db.read(lambda conn: conn.execute(sql, [*params, limit]).fetchall())

@@ -5,7 +5,7 @@ Every backend implements these protocols and passes ``tests/storage/test_contrac
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -58,8 +58,10 @@ class EventLog(Protocol):
         after_seq: int = 0,
         limit: int | None = None,
         newest_first: bool = False,
+        types: Collection[str] | None = None,
     ) -> list[tuple[int, Event]]:
-        """``(seq, event)`` pairs, ordered by time; ``subject`` is ``u:<id>`` or ``s:<id>``."""
+        """``(seq, event)`` pairs, ordered by time; ``subject`` is ``u:<id>`` or ``s:<id>``;
+        ``types`` keeps only events of those types (``EventType`` values)."""
         ...
 
     def frame(self, *, after_seq: int = 0) -> pl.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -205,6 +205,7 @@ class SqliteEventLog:
         after_seq: int = 0,
         limit: int | None = None,
         newest_first: bool = False,
+        types: Collection[str] | None = None,
     ) -> list[tuple[int, Event]]:
         """``(seq, event)`` pairs after ``after_seq`` ordered by ``(ts, seq)``."""
         check_limit(limit)
@@ -214,6 +215,10 @@ class SqliteEventLog:
             column, key = subject_filter(subject)
             where += f" AND {column} = ?"
             params.append(key)
+        if types is not None:
+            kinds = sorted({str(t) for t in types})
+            where += f" AND type IN ({', '.join('?' * len(kinds))})" if kinds else " AND 0"
+            params.extend(kinds)
         order = "ts DESC, seq DESC" if newest_first else "ts, seq"
         sql = f"SELECT seq, {_COLUMNS} FROM events WHERE {where} ORDER BY {order} LIMIT ?"
         with self._db.read() as conn:
