@@ -162,6 +162,15 @@ class TrainingSettings(BaseModel):
     )
     embedding_dim: int = Field(48, ge=4, le=1024)
     embedding_epochs: int = Field(20, ge=1, le=1000)
+    embedding_dp_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="Train the embedding model with DP-SGD at this ε (user-level, δ = 1/users; "
+        "none: no DP)",
+    )
+    embedding_dp_max_grad_norm: float = Field(
+        1.0, gt=0, description="DP-SGD clipping norm of each user's gradient"
+    )
     mf: bool = Field(
         False, description="Fit incremental implicit ALS (serves 'mf'; fold-in on every event)"
     )

@@ -243,3 +243,49 @@ def test_dp_refuses_an_ensemble() -> None:
     data, genders = taste_purchases(10)
     with pytest.raises(ConfigError, match="ensemble"):
         HybridRanker(**RANK, ensemble=2, dp=DPConfig(epochs=1)).fit(data, side=side(genders))
+
+
+def test_shopcast_train_with_embedding_dp_records_the_spent_budget(tmp_path: Path) -> None:
+    """``[training] embedding_dp_epsilon`` trains the embedding role with DP-SGD; the
+    bundle manifest and the model's meta.json hold ε, δ, σ and the clipping norm."""
+    import json
+
+    from shopcast.config import Settings, TrainingSettings
+    from shopcast.domain import Event, Item
+    from shopcast.storage import open_store
+    from shopcast.training.bundle import load_bundle, save_bundle, train_bundle
+
+    training = TrainingSettings(
+        embedding=True,
+        embedding_dim=8,
+        embedding_epochs=2,
+        embedding_dp_epsilon=8.0,
+        embedding_dp_max_grad_norm=0.5,
+    )
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        model_dir=tmp_path / "models",
+        training=training,
+    )
+    store = open_store(settings.database_url)
+    store.items.upsert([Item(item_id=f"i{k}", title=f"thing {k}") for k in range(6)])
+    store.events.append(
+        [
+            Event(type="purchase", user_id=f"u{u}", item_id=f"i{(u + n) % 6}", timestamp=T0 + n)
+            for u in range(30)
+            for n in range(3)
+        ]
+    )
+    bundle = train_bundle(store, settings.recommend, training=settings.training, ranker=False)
+    path = save_bundle(bundle, settings.model_dir)
+    manifest = json.loads((path / "manifest.json").read_text())
+    report = manifest["dp"]["embedding"]
+    assert report["target_epsilon"] == 8.0 and 0 < report["epsilon"] <= 8.0 * 1.02
+    assert report["delta"] == pytest.approx(1 / 30) and report["max_grad_norm"] == 0.5
+    assert report["noise_multiplier"] > 0
+    meta = json.loads((path / "embedding" / "meta.json").read_text())
+    assert meta["state"]["dp"] == report and meta["params"]["dp"]["epsilon"] == 8.0
+    loaded = load_bundle(path).models["embedding"]
+    assert isinstance(loaded, HybridRanker) and loaded.dp_report_ is not None
+    with pytest.raises(ValueError, match="embedding_dp_epsilon"):
+        TrainingSettings(embedding_dp_epsilon=0.0)

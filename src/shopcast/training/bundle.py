@@ -35,6 +35,7 @@ from shopcast.models import (
 )
 from shopcast.models._hybrid_side import SideFeatures
 from shopcast.models.hybrid import HybridRanker
+from shopcast.privacy.dp import DPConfig
 from shopcast.storage import Store
 from shopcast.training.registry import ModelRegistry
 
@@ -125,6 +126,9 @@ def optional_models(
 
     ``embedding`` is the hybrid two-tower model; its side features (category, brand,
     price, title text; demographics) come from the store's catalog and user records.
+    With ``embedding_dp_epsilon`` it trains with DP-SGD (``shopcast.privacy.dp_hybrid``;
+    the spent ε, δ, noise multiplier and clipping norm go to its ``meta.json`` and the
+    bundle manifest's ``dp``).
     """
     out: dict[str, Recommender] = {}
     if training.embedding:
@@ -136,6 +140,13 @@ def optional_models(
             epochs=training.embedding_epochs,
             seed=training.seed,
             side=side,
+            dp=None
+            if training.embedding_dp_epsilon is None
+            else DPConfig(
+                epsilon=training.embedding_dp_epsilon,
+                epochs=training.embedding_epochs,
+                max_grad_norm=training.embedding_dp_max_grad_norm,
+            ),
         )
     if training.mf:  # incremental MF; new catalog items get content factors (foldin.py)
         from shopcast.training.foldin import OnlineALS
@@ -258,6 +269,12 @@ def save_bundle(
         "config": bundle.config,
         "data_window": bundle.data_window,
         "models": {role: model.name for role, model in bundle.models.items()},
+        # What each DP-trained model spent (epsilon, delta, noise multiplier, clip norm).
+        "dp": {
+            role: report.to_json()
+            for role, model in bundle.models.items()
+            if (report := getattr(model, "dp_report_", None)) is not None
+        },
     }
     # The manifest goes last: a directory without one is not a (complete) bundle.
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
