@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from shopcast.models._base import Interactions, Vocabulary
@@ -201,3 +202,18 @@ def test_hybrid_rating_two_processes_match_single_process() -> None:
     fresh = HybridRating(**{**RATING, "seed": 2}).fit(data)  # type: ignore[arg-type]
     _compare(single, ddp, fresh, set())
     np.testing.assert_allclose(ddp.predict(user, item), single.predict(user, item), atol=1e-4)
+
+
+def test_models_that_cannot_train_data_parallel_are_refused() -> None:
+    from shopcast.errors import ConfigError
+    from shopcast.models.hybrid import HybridRanker
+    from shopcast.models.popularity import Popularity
+    from shopcast.privacy.dp import DPConfig
+
+    data = None  # refused before the data is looked at
+    with pytest.raises(ConfigError, match="data-parallel"):
+        fit_distributed(Popularity(), data, world=2)  # type: ignore[arg-type,type-var]
+    with pytest.raises(ConfigError, match="DP-SGD"):
+        fit_distributed(HybridRanker(dp=DPConfig()), data, world=2)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=">= 1"):
+        fit_distributed(HybridRanker(), data, world=0)  # type: ignore[arg-type]

@@ -140,6 +140,8 @@ def fit_distributed(model: M, data: Interactions, *, world: int = 2) -> M:
         raise ConfigError(f"world (--ddp) must be >= 1, got {world}")
     if not supports(model):
         raise ConfigError(f"{type(model).__name__} does not train data-parallel (--ddp)")
+    if getattr(model, "dp", None) is not None:  # Opacus' per-example clipping is per process
+        raise ConfigError("a model trained with DP-SGD (dp) does not train data-parallel (--ddp)")
     if world == 1:
         model.fit(data)
         return model
