@@ -166,3 +166,22 @@ def test_ranker_candidates_learn_online_up_to_each_cut(online: bool) -> None:
         assert train["groups_with_target_in_pool"] > 0.8 * train["groups"]
     else:  # the train window's bundle knows the history's fillers only
         assert train["groups_with_target_in_pool"] == 0
+
+
+def test_diversity_does_not_hide_the_shoppers_own_items() -> None:
+    from shopcast.serving.rerank import MMR
+    from shopcast.serving.rules import Ranked
+
+    vocab = Vocabulary(ITEMS)
+    catalog = CatalogIndex(vocab)
+    catalog.upsert([Item(item_id=i, category=["same"]) for i in ITEMS[:6]])
+    catalog.upsert([Item(item_id=i, category=[i]) for i in ITEMS[6:]])
+    scores = np.asarray([1.0, 0.9, 0.8, 0.75, 0.7, 0.65, 0.5, 0.45, 0.4])
+    items = np.arange(9, dtype=np.int64)
+    mmr = MMR(catalog, 0.5)
+    own = ["recently_viewed"] * 3 + ["covisit"] * 6
+    order = mmr(Ranked(items, scores, own), 5).tolist()
+    assert order[:3] == [0, 1, 2]  # re-shown items keep their order despite one category
+    assert 3 not in order  # a suggestion of the same category is still spread out
+    plain = mmr(Ranked(items, scores, ["covisit"] * 9), 5).tolist()
+    assert plain[:2] == [0, 6] and 1 not in plain[:3]  # without the exemption: spread

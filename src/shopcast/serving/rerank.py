@@ -6,6 +6,11 @@ relevance is the blended score scaled to [0, 1] and similarity is 1 for the same
 leaf category (or a near-duplicate), 0.5 for the same top-level category, else 0.
 Whatever λ is, two near-duplicates (same normalized title) are never placed side by
 side when another candidate can go between them.
+
+Items re-shown from the shopper's own recent activity (credited to a source of
+``OWN_SOURCES``: recently viewed, buy again) are not penalized for resembling what is
+already picked: diversity spreads the *suggestions*, it does not hide the five phone
+cases a shopper keeps going back to. They still count as picked for the others.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.rules import Ranked
 
 _NON_WORD = re.compile(r"[^0-9a-z]+")
+#: Sources whose items are the shopper's own (re-shown): exempt from the penalty.
+OWN_SOURCES = frozenset({"recently_viewed", "buy_again"})
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -48,11 +55,12 @@ class MMR:
         rel = _unit(ranked.scores[pool])
         leaf, top, dup = self._keys(ranked.items[pool])
         lam = self.diversity
+        own = np.asarray([ranked.sources[p] in OWN_SOURCES for p in pool.tolist()], dtype=bool)
         chosen: list[int] = []
         max_sim = np.zeros(pool.shape[0])
         available = np.ones(pool.shape[0], dtype=bool)
         while len(chosen) < min(k, pool.shape[0]):
-            gain = (1 - lam) * rel - lam * max_sim
+            gain = (1 - lam) * rel - lam * np.where(own, 0.0, max_sim)
             gain[~available] = -np.inf
             if chosen and dup[chosen[-1]] >= 0:  # never a near-duplicate next
                 twins = (dup == dup[chosen[-1]]) & available
