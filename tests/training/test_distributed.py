@@ -61,7 +61,8 @@ def test_two_processes_match_single_process_training(small_shop: SimulatedShop) 
 
 
 def test_cli_train_ddp(tmp_path: object, small_shop: SimulatedShop) -> None:
-    """`shopcast train --sequence --ddp 2` trains and promotes a bundle with the sequence model."""
+    """`shopcast train --sequence --embedding --ddp 2` trains and promotes a bundle with the
+    sequence and the hybrid embedding models (both data-parallel)."""
     import os
     import subprocess
     import sys
@@ -82,6 +83,8 @@ def test_cli_train_ddp(tmp_path: object, small_shop: SimulatedShop) -> None:
         "SHOPCAST_MODEL_DIR": str(tmp_path / "models"),
         "SHOPCAST_TRAINING__SEQUENCE_EPOCHS": "2",
         "SHOPCAST_TRAINING__SEQUENCE_HIDDEN": "8",
+        "SHOPCAST_TRAINING__EMBEDDING_EPOCHS": "2",
+        "SHOPCAST_TRAINING__EMBEDDING_DIM": "8",
         "OPENBLAS_NUM_THREADS": "1",
     }
     done = subprocess.run(
@@ -93,6 +96,7 @@ def test_cli_train_ddp(tmp_path: object, small_shop: SimulatedShop) -> None:
             "--db",
             db,
             "--sequence",
+            "--embedding",
             "--ddp",
             "2",
             "--no-ranker",
@@ -104,7 +108,7 @@ def test_cli_train_ddp(tmp_path: object, small_shop: SimulatedShop) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = load_current(tmp_path / "models")
-    assert bundle is not None and "sequence" in bundle.models
+    assert bundle is not None and {"sequence", "embedding"} <= set(bundle.models)
 
 
 # The hybrid heads with every numpy-drawn randomness on (id and edge dropout, sampled
@@ -217,3 +221,12 @@ def test_models_that_cannot_train_data_parallel_are_refused() -> None:
         fit_distributed(HybridRanker(dp=DPConfig()), data, world=2)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=">= 1"):
         fit_distributed(HybridRanker(), data, world=0)  # type: ignore[arg-type]
+
+
+def test_bundle_trains_a_dp_sgd_embedding_in_one_process() -> None:
+    from shopcast.models.hybrid import HybridRanker
+    from shopcast.privacy.dp import DPConfig
+    from shopcast.training.distributed import supports
+
+    assert supports(HybridRanker()) and supports(SASRec())
+    assert not supports(HybridRanker(dp=DPConfig()))  # train_bundle fits it in-process

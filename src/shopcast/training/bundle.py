@@ -37,6 +37,7 @@ from shopcast.models._hybrid_side import SideFeatures
 from shopcast.models.hybrid import HybridRanker
 from shopcast.privacy.dp import DPConfig
 from shopcast.storage import Store
+from shopcast.training.distributed import supports as supports_data_parallel
 from shopcast.training.registry import ModelRegistry
 
 Progress = Callable[[str], None]
@@ -198,7 +199,7 @@ def train_bundle(
     for role, model in models.items():
         report(f"fit {role}")
         part = data if role in AGGREGATE_ROLES else personal
-        if ddp > 1 and getattr(model, "supports_data_parallel", False):
+        if ddp > 1 and supports_data_parallel(model):  # DP-SGD models: one process
             from shopcast.training.distributed import fit_distributed
 
             models[role] = fit_distributed(model, part, world=ddp)  # type: ignore[type-var]

@@ -91,8 +91,11 @@ class DataParallel:
 
 
 def supports(model: object) -> bool:
-    """Whether ``model`` trains data-parallel (``fit_distributed``)."""
-    return bool(getattr(model, "supports_data_parallel", False))
+    """Whether ``model`` trains data-parallel (``fit_distributed``): its class does and
+    it is not set to DP-SGD (Opacus clips per example within one process)."""
+    return bool(getattr(model, "supports_data_parallel", False)) and (
+        getattr(model, "dp", None) is None
+    )
 
 
 def fit_rank(model: M, data: Interactions) -> M:
@@ -138,10 +141,10 @@ def fit_distributed(model: M, data: Interactions, *, world: int = 2) -> M:
 
     if world < 1:
         raise ConfigError(f"world (--ddp) must be >= 1, got {world}")
-    if not supports(model):
-        raise ConfigError(f"{type(model).__name__} does not train data-parallel (--ddp)")
     if getattr(model, "dp", None) is not None:  # Opacus' per-example clipping is per process
         raise ConfigError("a model trained with DP-SGD (dp) does not train data-parallel (--ddp)")
+    if not supports(model):
+        raise ConfigError(f"{type(model).__name__} does not train data-parallel (--ddp)")
     if world == 1:
         model.fit(data)
         return model
