@@ -130,7 +130,7 @@ HYBRID = {
     "threads": 1,
 }
 RANKER = HYBRID | {"batch_size": 33, "negatives": 16}  # in-batch + sampled negatives
-RATING = HYBRID | {"batch_size": 19, "l2": 0.01}
+RATING = HYBRID | {"batch_size": 29, "l2": 0.01}  # 320 = 11 * 29 + 1: rank 1 idles once
 #: The ranker's softmax is unchanged by a shift common to every candidate's logit: the
 #: item tower's output bias ``b`` adds ``<u, b>`` to all of a row's logits, so its
 #: gradient is zero up to float rounding, which Adam scales to steps of size ~lr. It
