@@ -230,3 +230,78 @@ def test_bundle_trains_a_dp_sgd_embedding_in_one_process() -> None:
 
     assert supports(HybridRanker()) and supports(SASRec())
     assert not supports(HybridRanker(dp=DPConfig()))  # train_bundle fits it in-process
+
+
+TORCHRUN_SCRIPT = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+from shopcast.models._base import Interactions, Vocabulary
+from shopcast.models.hybrid import HybridRanker
+from shopcast.training.distributed import fit_rank
+
+arrays = np.load(sys.argv[1])
+items = Vocabulary(str(i) for i in range(int(arrays["n_items"])))
+users = Vocabulary()
+users.indices([f"u:{u}" for u in range(int(arrays["n_users"]))], add=True)
+data = Interactions(users=users, items=items, user=arrays["user"], item=arrays["item"],
+                    type=arrays["type"], ts=arrays["ts"], value=arrays["value"])
+dist.init_process_group("gloo")  # env:// from torchrun
+model = fit_rank(HybridRanker(**{PARAMS}), data)
+if dist.get_rank() == 0:
+    model.save(Path(sys.argv[2]))
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_match_single_process(tmp_path: Any, small_shop: SimulatedShop) -> None:
+    """``fit_rank`` under ``torchrun --nproc-per-node 2`` (env:// rendezvous): the model
+    rank 0 saves equals single-process training."""
+    import subprocess
+    import sys
+
+    from shopcast.models.hybrid import HybridRanker
+    from shopcast.training.distributed import _free_port
+
+    data = shop_data(small_shop)
+    np.savez(
+        tmp_path / "data.npz",
+        user=data.user,
+        item=data.item,
+        type=data.type,
+        ts=data.ts,
+        value=data.value,
+        n_users=len(data.users),
+        n_items=len(data.items),
+    )
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT.replace("{PARAMS}", repr(RANKER)))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            str(script),
+            str(tmp_path / "data.npz"),
+            str(tmp_path / "model"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    items = Vocabulary(str(i) for i in range(len(data.items)))
+    ddp = HybridRanker.load(tmp_path / "model", items)
+    single = HybridRanker(**RANKER).fit(data)  # type: ignore[arg-type]
+    fresh = HybridRanker(**{**RANKER, "seed": 2}).fit(data)  # type: ignore[arg-type]
+    _compare(single, ddp, fresh, GAUGE)

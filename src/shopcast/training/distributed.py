@@ -26,7 +26,8 @@ whole candidate set (only the user tower is split).
 
 Rank 0 saves the model in the usual format (``.npz`` + JSON, no pickle) and the
 caller loads it. Under ``torchrun`` (several hosts), call ``fit_rank(model, data)`` in
-each process after ``init_process_group``.
+each process after ``init_process_group("gloo")`` (env:// rendezvous; every process
+loads the same data) and save on rank 0 (tested with ``torchrun --nproc-per-node 2``).
 
 CLI: ``shopcast train --ddp 2`` (the sequence model and the hybrid ``embedding`` model).
 """
