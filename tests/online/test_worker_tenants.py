@@ -80,7 +80,12 @@ def test_workers_consume_every_tenant_exactly_once(redis_url: str, tmp_path: Pat
         bus.publish(evs, "test")
         bus.publish(evs[:30], "test")  # republished after an outage: applied once
     stop = threading.Event()
-    sets = [TenantWorkers(settings, discover_every_s=0.2, name=f"w{i}", batch=16) for i in range(2)]
+    sets = [
+        TenantWorkers(
+            settings, discover_every_s=0.2, name=f"w{i}", batch=16, throttle_s=0.002
+        )  # 2 ms per event: neither set drains a stream before the other starts
+        for i in range(2)
+    ]
     threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in sets]
     for thread in threads:
         thread.start()
