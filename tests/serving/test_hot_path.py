@@ -249,3 +249,76 @@ def test_reasons_from_the_sources_contributors_match_the_models(tmp_path: Path) 
     assert any("because you" in reason for answer in with_because for _, _, reason in answer)
     engine.close()
     store.close()
+
+
+def test_mmr_codes_follow_catalog_changes() -> None:
+    """One MMR kept across catalog upserts (its per-item codes are cached) orders as
+    the reference does after every change (SYNTHETIC catalog)."""
+    rng = random.Random(7)
+    vocab = Vocabulary(f"i{j}" for j in range(60))
+    catalog = CatalogIndex(vocab)
+    paths = [[], ["A"], ["A", "x"], ["B", "x"], ["B", "y"]]
+    titles = ["Mug", "mug", "Tent", None]
+
+    def upsert(j: int) -> None:
+        catalog.upsert(
+            [Item(item_id=f"i{j}", title=rng.choice(titles), category=rng.choice(paths))]
+        )
+
+    for j in range(50):
+        upsert(j)
+    mmr = MMR(catalog, 0.5)
+    for _ in range(30):
+        items = np.asarray(rng.sample(range(60), 40), dtype=np.int64)
+        ranked = Ranked(items, np.asarray([rng.random() for _ in items]), ["covisit"] * 40)
+        np.testing.assert_array_equal(mmr(ranked, 10), _reference_mmr(catalog, 0.5, ranked, 10))
+        for j in rng.sample(range(60), 5):  # change some records, add new ones
+            upsert(j)
+
+
+def test_covisit_scores_with_repeated_session_items_are_bit_identical(tmp_path: Path) -> None:
+    """Rows of items repeated in the session are read once; the scores and contributors
+    equal, to the last bit, the row-per-position computation (SYNTHETIC log)."""
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    rng = random.Random(5)
+    store.events.append(
+        [
+            Event(
+                type="view",
+                user_id=f"v{rng.randrange(20)}",
+                item_id=f"i{rng.randrange(30)}",
+                timestamp=T0 + n,
+            )
+            for n in range(800)
+        ]
+    )
+    model = train_bundle(store, RecommendSettings()).covisit
+
+    def reference(context: Context, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        recent = np.asarray(context.recent_items, dtype=np.int64)[::-1]
+        unique, inverse = np.unique(candidates, return_inverse=True)
+        parts = np.zeros((recent.shape[0], unique.shape[0]))
+        norm = 0.0
+        for k, r in enumerate(recent.tolist()):
+            cols, vals = model._row(r)
+            if not cols.size:
+                continue
+            weight = model.session_decay**k
+            norm += weight
+            pos = np.minimum(np.searchsorted(unique, cols), unique.shape[0] - 1)
+            hit = unique[pos] == cols
+            parts[k, pos[hit]] = weight * vals[hit] / vals.max()
+        total = parts.sum(axis=0) / norm if norm else parts.sum(axis=0)
+        best = np.where(parts.max(axis=0) > 0, recent[parts.argmax(axis=0)], -1)
+        return total[inverse.reshape(-1)], best[inverse.reshape(-1)]
+
+    for _ in range(50):
+        recent = np.asarray([rng.randrange(33) for _ in range(rng.randint(1, 20))], np.int64)
+        candidates = np.asarray(rng.sample(range(30), 25), np.int64)
+        context = Context(now=T0, recent_items=recent)
+        scores, because = model.score_and_contributors(context, candidates)
+        want_scores, want_because = reference(context, candidates)
+        assert scores.tobytes() == want_scores.tobytes()
+        np.testing.assert_array_equal(because, want_because)
+        assert model.score(context, candidates).tobytes() == want_scores.tobytes()
+    store.close()

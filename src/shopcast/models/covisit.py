@@ -312,16 +312,23 @@ class CoVisitation:
         unique, inverse = np.unique(np.asarray(candidates, dtype=np.int64), return_inverse=True)
         parts = np.zeros((recent.shape[0], unique.shape[0]), dtype=np.float64)
         norm = 0.0
+        # A session often holds an item several times: its row is read and matched once.
+        matched: dict[int, tuple[IntArray, FloatArray, float] | None] = {}
         for k, r in enumerate(recent.tolist()):
-            cols, vals = self._row(r)
-            if not cols.size:
+            if r not in matched:
+                cols, vals = self._row(r)
+                if not cols.size:
+                    matched[r] = None
+                else:
+                    pos = np.minimum(np.searchsorted(unique, cols), max(unique.shape[0] - 1, 0))
+                    hit = unique[pos] == cols if unique.size else np.zeros(cols.shape, bool)
+                    matched[r] = (pos[hit], vals[hit], float(vals.max()))
+            found = matched[r]
+            if found is None:
                 continue
             weight = self.session_decay**k
             norm += weight
-            if unique.size:
-                pos = np.minimum(np.searchsorted(unique, cols), unique.shape[0] - 1)
-                hit = unique[pos] == cols
-                parts[k, pos[hit]] = weight * vals[hit] / vals.max()
+            parts[k, found[0]] = weight * found[1] / found[2]  # as before, to the last bit
         return parts, inverse.reshape(-1), recent, norm
 
     def _row(self, r: int) -> tuple[IntArray, FloatArray]:

@@ -20,6 +20,7 @@ import re
 
 import numpy as np
 
+from shopcast.domain import Item
 from shopcast.models._base import FloatArray, IntArray
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.rules import Ranked
@@ -27,6 +28,8 @@ from shopcast.serving.rules import Ranked
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 #: Sources whose items are the shopper's own (re-shown): exempt from the penalty.
 OWN_SOURCES = frozenset({"recently_viewed", "buy_again"})
+#: Codes kept before the code table is rebuilt from the records in use.
+_MAX_CODES = 1_000_000
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -45,6 +48,10 @@ class MMR:
     def __init__(self, catalog: CatalogIndex, diversity: float) -> None:
         self.catalog = catalog
         self.diversity = diversity
+        #: Codes of the category keys and title keys seen; equal keys, equal codes.
+        self._codes: dict[tuple[int, str], int] = {(0, ""): 0, (1, ""): 0}
+        #: Per item index: the catalog record the codes were made from, and the codes.
+        self._items: dict[int, tuple[Item | None, int, int, int]] = {}
 
     def __call__(self, ranked: Ranked, k: int) -> IntArray:
         """Positions in ``ranked`` of the ``k`` items to show, in order."""
@@ -78,20 +85,31 @@ class MMR:
 
     def _keys(self, items: IntArray) -> tuple[IntArray, IntArray, IntArray]:
         """Integer codes per item of its leaf category path, its top-level category
-        (0: none) and its near-duplicate title key (-1: none); equal codes, equal keys."""
-        codes: dict[tuple[int, str], int] = {(0, ""): 0, (1, ""): 0}
-        leaf, top, dup = [], [], []
-        for idx in items.tolist():
-            path = self.catalog.category_of(idx)
-            item = self.catalog.get(idx)
-            key = title_key(item.title) if item is not None else None
-            leaf.append(codes.setdefault((0, "/".join(path)), len(codes)))
-            top.append(codes.setdefault((1, path[0] if path else ""), len(codes)))
-            dup.append(-1 if key is None else codes.setdefault((2, key), len(codes)))
+        (0: none) and its near-duplicate title key (-1: none); equal codes, equal keys.
+
+        An item's codes are kept until its catalog record changes (another ``Item``
+        object in the catalog), so a request only looks them up."""
+        if len(self._codes) > _MAX_CODES:  # keys of records long replaced: start over
+            self._codes = {(0, ""): 0, (1, ""): 0}
+            self._items = {}
+        get, known = self.catalog.get, self._items
+        out = np.empty((3, items.shape[0]), dtype=np.int64)
+        for pos, idx in enumerate(items.tolist()):
+            item = get(idx)
+            found = known.get(idx)
+            if found is None or found[0] is not item:
+                found = known[idx] = (item, *self._make(item))
+            out[0, pos], out[1, pos], out[2, pos] = found[1], found[2], found[3]
+        return out[0], out[1], out[2]
+
+    def _make(self, item: Item | None) -> tuple[int, int, int]:
+        codes = self._codes
+        path = item.category if item is not None else []
+        key = title_key(item.title) if item is not None else None
         return (
-            np.asarray(leaf, dtype=np.int64),
-            np.asarray(top, dtype=np.int64),
-            np.asarray(dup, dtype=np.int64),
+            codes.setdefault((0, "/".join(path)), len(codes)),
+            codes.setdefault((1, path[0] if path else ""), len(codes)),
+            -1 if key is None else codes.setdefault((2, key), len(codes)),
         )
 
 

@@ -7,6 +7,7 @@ sponsored slots) take the final ordered slate and put items at fixed positions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import compress
 from typing import Protocol
 
 import numpy as np
@@ -26,10 +27,12 @@ class Ranked:
     sources: list[str]
 
     def keep(self, mask: BoolArray) -> Ranked:
+        if len(self.sources) != mask.shape[0]:
+            raise ValueError(f"mask of {mask.shape[0]} for {len(self.sources)} candidates")
         return Ranked(
             self.items[mask],
             self.scores[mask],
-            [s for s, m in zip(self.sources, mask, strict=True) if m],
+            list(compress(self.sources, mask.tolist())),
         )
 
 
@@ -88,7 +91,8 @@ class ExcludeSeen:
             for category in self.rebuy:
                 consumable |= _mask_at(self.catalog.category_mask(category), ranked.items)
             purchased &= ~consumable
-        purchased &= np.asarray([s != "buy_again" for s in ranked.sources], dtype=bool)
+        if "buy_again" in ranked.sources:
+            purchased &= np.asarray([s != "buy_again" for s in ranked.sources], dtype=bool)
         drop = purchased | _isin(ranked.items, shopper.anchors)
         if request.scene not in self.cart_scenes:
             drop |= _isin(ranked.items, shopper.cart)
