@@ -30,3 +30,46 @@ def test_impressions_do_not_enter_the_live_session(shop_client: TestClient) -> N
     assert engine.impressions.flush() == 5
     engine.sessions.forget("u:sim-user-00005")  # reload from the log, impressions included
     assert list(engine.sessions.get("u:sim-user-00005").items) == before
+
+
+def test_flush_waits_for_a_background_flush_in_flight() -> None:
+    """Erasure flushes and then deletes: impressions the background thread had already
+    taken must be written before that flush returns, or they would land after the
+    deletion."""
+    import threading
+    import time
+
+    from shopcast.domain import Recommendation, RecommendedItem
+    from shopcast.serving.impressions import ImpressionLog
+    from shopcast.storage import open_store
+
+    store = open_store("memory://")
+    entered, release = threading.Event(), threading.Event()
+    append = store.events.append
+
+    def slow_append(events):  # type: ignore[no-untyped-def]
+        entered.set()
+        release.wait(5)
+        return append(events)
+
+    store.events.append = slow_append  # type: ignore[method-assign]
+    log = ImpressionLog(store.events, flush_interval=0.01)
+    rec = Recommendation(
+        recommendation_id="r1",
+        user_id="eve",
+        items=[RecommendedItem(item_id="i1", score=1.0, source="popular", reason="popular")],
+        model_version="v1",
+        scene="home",
+    )
+    log.record(rec, at=1.0)
+    assert entered.wait(5)  # the background thread holds eve's impression, mid-append
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: (log.flush(), done.set()))
+    waiter.start()
+    time.sleep(0.2)
+    assert not done.is_set()  # flush() waits for the write in flight
+    release.set()
+    waiter.join(5)
+    assert done.is_set()
+    assert [e.type for _, e in store.events.scan(subject="u:eve")] == [EventType.IMPRESSION]
+    log.close()

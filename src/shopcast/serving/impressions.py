@@ -81,6 +81,9 @@ class ImpressionLog:
         self.dropped = 0
         self._pending: list[tuple[Recommendation, float]] = []
         self._lock = threading.Lock()
+        # one flush at a time: a flush returns only once what was queued before it is
+        # written, even when the background thread had taken it (erasure relies on it)
+        self._flushing = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
@@ -98,6 +101,10 @@ class ImpressionLog:
 
     def flush(self) -> int:
         """Write everything queued now; returns the number of impression events."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> int:
         with self._lock:
             pending, self._pending = self._pending, []
         events = [e for rec, at in pending for e in impressions_of(rec, at)]
