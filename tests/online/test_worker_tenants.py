@@ -163,3 +163,20 @@ def test_cli_worker_consumes_every_tenant(redis_url: str, tmp_path: Path) -> Non
     for tenant, evs in published.items():
         assert dict(states[tenant].counters.popular(1000, now=DAY)) == expected_popularity(evs)
         states[tenant].close()
+
+
+def test_registry_reads_the_postgresql_key_store(postgres_url: str, redis_url: str) -> None:
+    from shopcast.online.tenants import TenantRegistry
+    from shopcast.privacy._apikeys_pg import PgKeyStore
+
+    settings = Settings(environment="test", database_url=postgres_url, state={"url": redis_url})
+    keys = PgKeyStore(postgres_url)
+    keys.create(["read"], tenant="pgshop")
+    keys.close()
+    registry = TenantRegistry(settings)
+    try:
+        assert registry.tenants() == ["default", "pgshop"]
+        register(settings, "opened")
+        assert registry.tenants() == ["default", "opened", "pgshop"]  # the same store, reused
+    finally:
+        registry.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from shopcast.config import Settings
 from shopcast.errors import ShopcastError, StateUnavailableError
@@ -48,45 +49,64 @@ def register(settings: Settings, tenant: str) -> bool:
         conn.close()
 
 
-def _key_tenants(settings: Settings) -> set[str]:
-    """Tenants of the API keys (none when there is no key store)."""
-    if settings.database_url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
-        from shopcast.privacy._apikeys_pg import PgKeyStore
+class TenantRegistry:
+    """``tenants()`` as often as needed; the Redis connection and a PostgreSQL key
+    store are opened once (``close`` them)."""
 
-        store = PgKeyStore(settings.database_url)
+    def __init__(self, settings: Settings) -> None:
+        from shopcast.online import connect, is_shared
+
+        self.settings = settings
+        self._conn = connect(settings.state) if is_shared(settings.state.url) else None
+        self._pg: Any = None
+
+    def _key_tenants(self) -> set[str]:
+        """Tenants of the API keys (none when there is no key store)."""
+        settings = self.settings
+        if settings.database_url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
+            if self._pg is None:
+                from shopcast.privacy._apikeys_pg import PgKeyStore
+
+                self._pg = PgKeyStore(settings.database_url)
+            return {k.tenant for k in self._pg.list()}
+        path = Path(settings.auth.keys_path)
+        if not path.is_file():  # never create a key file here
+            return set()
+        from shopcast.privacy.apikeys import sqlite_rows
+
+        return {str(row[3]) for row in sqlite_rows(path)}
+
+    def tenants(self) -> list[str]:
+        """Every tenant of the registry and the key store, ``default`` first, sorted.
+        Raises ``StateUnavailableError`` while Redis is down."""
+        found: set[str] = set()
+        conn = self._conn
+        if conn is not None:
+            found |= set(conn.call(lambda: conn.client.smembers(conn.key(REGISTRY_KEY))))
         try:
-            return {k.tenant for k in store.list()}
-        finally:
-            store.close()
-    path = Path(settings.auth.keys_path)
-    if not path.is_file():  # never create a key file here
-        return set()
-    from shopcast.privacy.apikeys import sqlite_rows
+            found |= self._key_tenants()
+        except ShopcastError as exc:  # the key store unreadable now: the registry counts
+            log.warning("tenants of the API keys unavailable: %s", exc)
+        valid = set()
+        for name in found:
+            try:
+                valid.add(check_tenant(name))
+            except ShopcastError:
+                log.warning("ignoring invalid tenant name %r in the registry", name)
+        valid.discard(DEFAULT_TENANT)
+        return [DEFAULT_TENANT, *sorted(valid)]
 
-    return {str(row[3]) for row in sqlite_rows(path)}
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._pg is not None:
+            self._pg.close()
 
 
 def known_tenants(settings: Settings) -> list[str]:
-    """Every tenant of the registry and the key store, ``default`` first, sorted.
-    Raises ``StateUnavailableError`` while Redis is down."""
-    from shopcast.online import connect, is_shared
-
-    found: set[str] = set()
-    if is_shared(settings.state.url):
-        conn = connect(settings.state)
-        try:
-            found |= set(conn.call(lambda: conn.client.smembers(conn.key(REGISTRY_KEY))))
-        finally:
-            conn.close()
+    """``TenantRegistry(settings).tenants()``, once."""
+    registry = TenantRegistry(settings)
     try:
-        found |= _key_tenants(settings)
-    except ShopcastError as exc:  # the key store unreadable now: the registry still counts
-        log.warning("tenants of the API keys unavailable: %s", exc)
-    valid = set()
-    for name in found:
-        try:
-            valid.add(check_tenant(name))
-        except ShopcastError:
-            log.warning("ignoring invalid tenant name %r in the registry", name)
-    valid.discard(DEFAULT_TENANT)
-    return [DEFAULT_TENANT, *sorted(valid)]
+        return registry.tenants()
+    finally:
+        registry.close()

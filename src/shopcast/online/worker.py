@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shopcast.config import Settings
 from shopcast.domain import Event
@@ -36,6 +37,9 @@ from shopcast.errors import ConfigError, StateUnavailableError
 from shopcast.online import OnlineState, RedisCounters, open_online
 from shopcast.online.bus import DEFAULT_GROUP, Message
 from shopcast.privacy.tenants import DEFAULT_TENANT, tenant_settings
+
+if TYPE_CHECKING:
+    from shopcast.online.tenants import TenantRegistry
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +213,18 @@ class TenantWorkers:
         self.workers: dict[str, Worker] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._registry: TenantRegistry | None = None
 
     def discover(self, stop: threading.Event) -> list[str]:
         """Start a worker for each tenant not served yet; the tenants started."""
-        from shopcast.online.tenants import known_tenants
+        if self.only is not None:
+            wanted = self.only
+        else:
+            if self._registry is None:
+                from shopcast.online.tenants import TenantRegistry
 
-        wanted = self.only if self.only is not None else known_tenants(self.settings)
+                self._registry = TenantRegistry(self.settings)
+            wanted = self._registry.tenants()
         started = []
         with self._lock:
             for tenant in wanted:
@@ -255,6 +265,9 @@ class TenantWorkers:
             stop.wait(self.discover_every_s)
         for thread in self._threads:
             thread.join(timeout=10)
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
         return self.stats()
 
     def stats(self) -> dict[str, WorkerStats]:
