@@ -115,6 +115,8 @@ def _worker(redis_url: str, name: str, tmp_path: Path) -> subprocess.Popen[bytes
             "25",
             "--claim-idle-ms",
             "300",
+            "--tenant",  # only the default stream (a key file in the working directory
+            "default",  # would add its tenants' workers and their "0 claimed" lines)
         ],
         env=env,
         stdout=log,
