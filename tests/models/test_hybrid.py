@@ -208,7 +208,9 @@ def test_ranker_recent_items_shape_an_anonymous_context() -> None:
     s_gamer = model.score(gamer, np.arange(N_ITEMS))
     assert s_reader[books].sum() > s_gamer[books].sum()
     assert s_gamer[games].sum() > s_reader[games].sum()
-    np.testing.assert_allclose(model.score_all([reader, gamer]), np.stack([s_reader, s_gamer]))
+    np.testing.assert_allclose(  # float32 towers: a batch of 2 and 1 round differently
+        model.score_all([reader, gamer]), np.stack([s_reader, s_gamer]), rtol=1e-5
+    )
 
 
 def test_add_features_makes_later_users_and_items_scorable() -> None:
