@@ -1,13 +1,15 @@
 """Two-stage ranking: candidates from item-item models, a LightGBM LambdaRank reranker.
 
 Stage one scores every item for a shopper with EASE on the binary history, EASE on a
-recency-decayed history and cosine item-kNN; the union of each one's top
+recency-decayed history (``half_life_days``), cosine item-kNN and user-kNN (the
+``USER_NEIGHBOURS`` most similar shoppers); the union of each one's top
 ``n_candidates`` (plus the ``n_popular`` items with most buyers in the last 30 days)
 are the candidates. Stage two orders the candidates with a gradient-boosted LambdaRank
-model over features of the pair: the stage-one scores and their ranks, the item's sales
-momentum (distinct buyers in the last 7/14/30/90 days and ever, growth of the last 14
-days over the 14 before, days since its first and last sale), the shopper's recency and
-frequency, and (given ``item_tokens``) the cosine between the item's words and the
+model over features of the pair: the stage-one scores, their ranks and their ratio to
+the shopper's best score, the item's sales momentum (distinct buyers in the last
+7/14/30/90 days and ever, first-time buyers in the last 14/30 days, growth of the last
+14 days over the 14 before, days since its first and last sale), the shopper's recency
+and frequency, and (given ``item_tokens``) the cosine between the item's words and the
 shopper's decayed history.
 
 The reranker learns from the fitted data itself: for each of ``n_windows`` windows of
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
 
 BOOSTER_FILE = "booster.txt"
+#: Neighbours of a shopper in the user-based scores.
+USER_NEIGHBOURS = 50
 MAX_ITEMS = 40_000
 
 #: Item momentum windows (days): distinct buyers in the last ``d`` days.
@@ -70,16 +74,24 @@ FEATURES = (
     "ease_recent_rank",
     "knn",
     "knn_rank",
+    "uknn",
+    "uknn_rank",
     "text",
     *(f"buyers_{int(d)}d" for d in MOMENTUM_DAYS),
     "buyers_all",
     "growth_14d",
     "item_age_days",
     "item_idle_days",
+    "adopters_14d",
+    "adopters_30d",
     "user_items",
     "user_days",
     "user_idle_days",
     "user_tenure_days",
+    "ease_vs_best",
+    "ease_recent_vs_best",
+    "knn_vs_best",
+    "uknn_vs_best",
 )
 _BUYERS_30 = 2  # column of ``_Stage.item``: buyers in the last 30 days
 _BUYERS_ALL = 4
@@ -101,9 +113,9 @@ class _Stage:
     """Stage one fitted on some events, as of ``t_ref`` (their newest event time)."""
 
     t_ref: float
-    B: FloatArray  # EASE weights (float32, n x n)
-    S: FloatArray  # cosine item-item similarities (float32, n x n, zero diagonal)
-    item: FloatArray  # item momentum features (n x 8), see ``_item_features``
+    B: npt.NDArray[np.float32]  # EASE weights (n x n)
+    S: npt.NDArray[np.float32]  # cosine item-item similarities (n x n, zero diagonal)
+    item: FloatArray  # item momentum features (n x 10), see ``_item_features``
     idle: Any  # CSR subjects x n: days from the last event with the item to t_ref
     count: Any  # CSR subjects x n: weighted events with the item (same pattern as idle)
     subjects: SubjectIndex
@@ -182,7 +194,7 @@ def _min_by_pair(user: IntArray, item: IntArray, value: FloatArray, n_rows: int,
 def _item_features(item: IntArray, user: IntArray, days: FloatArray, n: int) -> FloatArray:
     """Per item: log1p distinct buyers in the last 7/14/30/90 days and ever, log growth
     of the last 14 days' buyers over the 14 before, days since the first and last sale
-    (-1 for items never sold)."""
+    (-1 for items never sold), log1p first-time buyers in the last 14 and 30 days."""
     span = int(user.max()) + 1 if user.size else 1
 
     def buyers(mask: Any) -> FloatArray:
@@ -201,6 +213,18 @@ def _item_features(item: IntArray, user: IntArray, days: FloatArray, n: int) -> 
     np.minimum.at(last, item, days)
     cols.append(np.where(np.isfinite(age), age, -1.0))
     cols.append(np.where(np.isfinite(last), last, -1.0))
+    # adopters: shoppers whose first event with the item is in the last 14 / 30 days
+    first = np.zeros(0)
+    first_item = np.zeros(0, dtype=np.int64)
+    if item.size:
+        key = item.astype(np.int64) * span + user
+        order = np.lexsort((-days, key))
+        ks = key[order]
+        head = np.concatenate([[True], ks[1:] != ks[:-1]])
+        first, first_item = days[order][head], item[order][head]
+    for d in (14.0, 30.0):
+        adopters = np.bincount(first_item[first < d], minlength=n).astype(np.float64)
+        cols.append(np.log1p(adopters))
     return np.column_stack(cols)
 
 
@@ -212,9 +236,12 @@ class _Rows:
     decayed: Any  # CSR rows x n: 2^(-idle days / half-life)
     weight: Any  # CSR rows x n: count x decay (the repeat tier's order)
     user: FloatArray  # rows x 4: log1p items, log1p event days, idle days, tenure days
+    subject: IntArray  # fitted subject of each row, -1 for none
 
 
-def _finish_rows(idle: Any, count: Any, users: FloatArray, half_life: float) -> _Rows:
+def _finish_rows(
+    idle: Any, count: Any, users: FloatArray, half_life: float, subject: IntArray
+) -> _Rows:
     idle = sp.csr_array(idle)
     binary = idle.copy()
     binary.data = np.ones_like(binary.data)
@@ -223,12 +250,12 @@ def _finish_rows(idle: Any, count: Any, users: FloatArray, half_life: float) -> 
     weight = sp.csr_array(sp.csr_array(count).multiply(decayed))
     n_items = np.diff(binary.indptr).astype(np.float64)
     feats = np.column_stack([np.log1p(n_items), np.log1p(users[:, 0]), users[:, 2], users[:, 1]])
-    return _Rows(binary, decayed, weight, feats)
+    return _Rows(binary, decayed, weight, feats, subject)
 
 
 def _rows_of_subjects(stage: _Stage, subjects: IntArray, half_life: float) -> _Rows:
     return _finish_rows(
-        stage.idle[subjects], stage.count[subjects], stage.user[subjects], half_life
+        stage.idle[subjects], stage.count[subjects], stage.user[subjects], half_life, subjects
     )
 
 
@@ -244,9 +271,11 @@ def _rows_of_contexts(stage: _Stage, contexts: Sequence[Context], half_life: flo
     idle: list[FloatArray] = []
     cnt: list[FloatArray] = []
     users = np.zeros((len(contexts), 3), dtype=np.float64)
+    subject = np.full(len(contexts), -1, dtype=np.int64)
     for r, c in enumerate(contexts):
         u = stage.subjects.of(c)
         fitted = 0 <= u < stage.idle.shape[0]
+        subject[r] = u if fitted else -1
         if fitted:
             lo, hi = stage.idle.indptr[u], stage.idle.indptr[u + 1]
             cols.append(stage.idle.indices[lo:hi].astype(np.int64))
@@ -274,7 +303,7 @@ def _rows_of_contexts(stage: _Stage, contexts: Sequence[Context], half_life: flo
     m_idle = _min_by_pair(row, col, idle_v, len(contexts), n)
     m_cnt = _min_by_pair(row, col, -cnt_v, len(contexts), n)
     m_cnt.data = -m_cnt.data
-    return _finish_rows(m_idle, m_cnt, users, half_life)
+    return _finish_rows(m_idle, m_cnt, users, half_life, subject)
 
 
 def _order(scores: FloatArray) -> IntArray:
@@ -294,6 +323,28 @@ class _Batch:
     repeat: Any  # CSR rows x n: recency-weighted frequency of history items
 
 
+def _user_knn(stage: _Stage, query: Any, subject: IntArray) -> FloatArray:
+    """User-based scores: the items of the ``USER_NEIGHBOURS`` fitted subjects most
+    similar (cosine) to each query row, weighted by similarity; the row's own subject
+    is not its neighbour."""
+    fitted = sp.csr_array(stage.idle, dtype=np.float32)
+    fitted.data = np.ones_like(fitted.data)
+    norm = np.sqrt(np.maximum(np.diff(fitted.indptr), 1)).astype(np.float32)
+    fitted = sp.csr_array(sp.diags_array(1.0 / norm) @ fitted)
+    qn = np.sqrt(np.asarray(query.multiply(query).sum(axis=1)).reshape(-1))
+    q = sp.csr_array(sp.diags_array(1.0 / np.maximum(qn, 1e-12)) @ query)
+    sim = np.asarray(sp.csr_array(q @ fitted.T).toarray(), dtype=np.float64)
+    own = subject >= 0
+    sim[np.flatnonzero(own), subject[own]] = 0.0
+    k = min(USER_NEIGHBOURS, sim.shape[1])
+    if k < sim.shape[1]:
+        cut = np.partition(sim, sim.shape[1] - k, axis=1)[:, sim.shape[1] - k][:, None]
+        sim = np.where(sim >= cut, sim, 0.0)
+    binary = sp.csr_array(stage.idle, dtype=np.float64)
+    binary.data = np.ones_like(binary.data)
+    return np.asarray((sp.csr_array(sim) @ binary).toarray(), dtype=np.float64)
+
+
 def _candidates(
     stage: _Stage, rows: _Rows, text: Any | None, n_candidates: int, n_popular: int
 ) -> _Batch:
@@ -303,11 +354,12 @@ def _candidates(
     ease = np.asarray(xb @ stage.B, dtype=np.float64)
     ease_recent = np.asarray(xd @ stage.B, dtype=np.float64)
     knn = np.asarray(xd @ stage.S, dtype=np.float64)
+    uknn = _user_knn(stage, xd, rows.subject)
     seen = rows.binary.toarray() > 0
     pick = np.zeros(seen.shape, dtype=np.bool_)
     ranks: list[FloatArray] = []
     k = min(n_candidates, n)
-    for s in (ease, ease_recent, knn):
+    for s in (ease, ease_recent, knn, uknn):
         order = _order(np.where(seen, -np.inf, s))
         rank = np.empty(order.shape, dtype=np.float64)
         np.put_along_axis(rank, order, np.arange(n, dtype=np.float64)[None, :], axis=1)
@@ -319,6 +371,10 @@ def _candidates(
     pick &= ~seen
     pick[:, stage.item[:, _BUYERS_ALL] <= 0] = False  # never sold in the fitted data
     row, item = np.nonzero(pick)
+    best = [
+        np.maximum(np.where(seen, -np.inf, s).max(axis=1), 1e-9)
+        for s in (ease, ease_recent, knn, uknn)
+    ]
     text_col = np.zeros(row.shape[0])
     if text is not None and rows.decayed.nnz and row.size:
         profile = sp.csr_array(rows.decayed @ text)  # rows x words
@@ -334,9 +390,15 @@ def _candidates(
             ranks[1][row, item],
             knn[row, item],
             ranks[2][row, item],
+            uknn[row, item],
+            ranks[3][row, item],
             text_col,
             stage.item[item],
             rows.user[row],
+            ease[row, item] / best[0][row],
+            ease_recent[row, item] / best[1][row],
+            knn[row, item] / best[2][row],
+            uknn[row, item] / best[3][row],
         ]
     )
     return _Batch(row.astype(np.int64), item.astype(np.int64), feats, ease, rows.weight)
@@ -377,7 +439,7 @@ def _subset(data: Interactions, mask: Any) -> Interactions:
 
 
 class TwoStageRanker:
-    """EASE / recency-EASE / item-kNN candidates reranked by LightGBM LambdaRank.
+    """EASE / recency-EASE / item-kNN / user-kNN candidates reranked by LightGBM LambdaRank.
 
     ``label_days`` and ``n_windows`` set the windows the reranker learns from (see the
     module docstring). With fewer than ``min_groups`` shoppers whose first purchase of
@@ -395,10 +457,10 @@ class TwoStageRanker:
         self,
         reg: float = 500.0,
         half_life_days: float = 30.0,
-        n_candidates: int = 100,
-        n_popular: int = 50,
+        n_candidates: int = 200,
+        n_popular: int = 200,
         label_days: float = 31.0,
-        n_windows: int = 2,
+        n_windows: int = 4,
         n_trees: int = 300,
         learning_rate: float = 0.05,
         num_leaves: int = 31,
