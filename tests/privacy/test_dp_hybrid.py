@@ -167,6 +167,7 @@ def test_ranker_trains_under_dp_within_the_target_epsilon() -> None:
     assert len(eps) == 3 and eps[0] < eps[1] < eps[2]
     assert report.noise_multiplier > 0 and report.max_grad_norm == 1.0
     assert report.steps > 0 and len(model.history_) == 3
+    assert report.sample_rate == 0.5  # Opacus' rate: 1 / (60 users in batches of 32)
     scores = model.score(_ctx("p0"), ALL)
     assert np.isfinite(scores).all() and scores.sum() == pytest.approx(1.0)
 

@@ -135,7 +135,9 @@ def make_private(
     net: Any, optimizer: Any, n_rows: int, batch_size: int, cfg: DPConfig, seed: int
 ) -> tuple[Any, Any, Any, Any, float]:
     """``(module, optimizer, loader, engine, sample_rate)``: Opacus-wrapped training over
-    row indices ``0..n_rows-1`` (each row one user); the loader yields index batches."""
+    row indices ``0..n_rows-1`` (each row one user); the loader yields index batches.
+    ``sample_rate`` is the Poisson rate actually used and accounted for: 1 / the number
+    of batches of ``round(q · n_rows)`` rows (q: ``cfg.sample_rate`` or batch / rows)."""
     _require_opacus()
     import torch
     from opacus import PrivacyEngine
@@ -167,7 +169,8 @@ def make_private(
             max_grad_norm=cfg.max_grad_norm,
             noise_generator=gen,
         )
-    return module, opt, dl, engine, q
+    # Opacus samples (and accounts) at 1 / len(loader), which can differ a little from q.
+    return module, opt, dl, engine, 1.0 / len(loader)
 
 
 def fit_private(
