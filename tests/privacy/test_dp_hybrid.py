@@ -290,3 +290,14 @@ def test_shopcast_train_with_embedding_dp_records_the_spent_budget(tmp_path: Pat
     assert isinstance(loaded, HybridRanker) and loaded.dp_report_ is not None
     with pytest.raises(ValueError, match="embedding_dp_epsilon"):
         TrainingSettings(embedding_dp_epsilon=0.0)
+
+
+def test_a_dp_fit_too_large_for_memory_is_refused_before_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data, genders = taste_purchases(40)
+    monkeypatch.setattr(dp_hybrid, "MAX_GRAD_SAMPLE_BYTES", 1000)
+    with pytest.raises(ConfigError, match="batch_size"):
+        HybridRanker(**RANK, dp=DPConfig(epochs=1, noise_multiplier=1.0)).fit(
+            data, side=side(genders)
+        )

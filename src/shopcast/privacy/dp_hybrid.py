@@ -39,6 +39,10 @@ dropped by ``forget``). No early stopping, ``holdout``/``refit``/``ensemble`` > 
 used (exactly ``dp.epochs`` epochs, one member). Id and edge dropout are per-example
 randomness (the rating head does not apply ``edge_dropout``).
 ``epsilon=inf`` runs the same per-user training without clipping or noise.
+
+Cost: Opacus keeps one dense gradient per sampled user for every parameter, the tower
+tables (ids, features, behaviour columns) included: about 4 · expected batch ·
+parameters bytes a step. A DP fit above ``MAX_GRAD_SAMPLE_BYTES`` is refused up front.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ if TYPE_CHECKING:
 
 #: Negatives per slot when the ranker's ``negatives`` is 0 (the full softmax).
 DEFAULT_NEGATIVES = 64
+#: Refuse a DP fit whose per-sample gradients would hold more than this many bytes.
+MAX_GRAD_SAMPLE_BYTES = 8 * 2**30
 
 Batch = tuple[Any, ...]
 
@@ -294,6 +300,21 @@ def fit_private_rating(
 # -- the DP-SGD loop ---------------------------------------------------------------------
 
 
+def _check_memory(params: list[Any], n: int, batch_size: int, cfg: DPConfig) -> None:
+    """Opacus holds one gradient per sampled user for every parameter (the tower tables
+    included, dense): refuse a fit that would need more than ``MAX_GRAD_SAMPLE_BYTES``."""
+    q = cfg.sample_rate if cfg.sample_rate is not None else min(1.0, batch_size / n)
+    expected = max(1.0, q * n)
+    size = sum(int(p.numel()) for p in params)
+    need = 4 * expected * size
+    if need > MAX_GRAD_SAMPLE_BYTES:
+        raise ConfigError(
+            f"DP training would hold ~{need / 2**30:.1f} GiB of per-user gradients "
+            f"({expected:.0f} users a step x {size:,} parameters); lower batch_size "
+            "(or dp sample_rate), hidden or the number of feature columns"
+        )
+
+
 def _fit(
     model: HybridRanker | HybridRating,
     examples: _RankExamples | _RatingExamples,
@@ -324,6 +345,8 @@ def _fit(
         for name, p in net.named_parameters():
             p.requires_grad_(name not in frozen)
         params = [p for p in net.parameters() if p.requires_grad]
+        if cfg.private:
+            _check_memory(params, n, model.batch_size, cfg)
         opt: Any = torch.optim.AdamW(params, lr=model.lr, weight_decay=model.weight_decay)
         if cfg.private:
             module, opt, loader, engine, q = make_private(
