@@ -94,6 +94,13 @@ GRIDS: dict[str, dict[str, dict[str, list[Any]]]] = {
             "n_epochs": [20, 40],
         },
         "surprise-svdpp": {"reg_all": [0.02, 0.05]},
+        # GLocal-K + Bayesian MF, or three GLocal-K seeds + Bayesian MF
+        "blend_glk": {
+            "components": [
+                [["glocal_k", {}], ["mf_bayes", {}]],
+                [["glocal_k", {"seed": s}] for s in (0, 1, 2)] + [["mf_bayes", {}]],
+            ]
+        },
     },
     "q2": {
         "popularity": {"half_life_days": [100_000.0, 30.0]},
@@ -261,6 +268,8 @@ def _model_entries(
             continue
         if bench.task == "ranking" and rates and opts.models is None:
             continue  # explicit-rating models need rate events; run them only when named
+        if opts.models is None and getattr(cls, "named_only", False):
+            continue  # hours on a CPU (GLocal-K): run only when named
         entries.append(_entry(n, "model", cls, bench.name, opts.quick, side))
     return entries, skipped
 

@@ -11,6 +11,7 @@ from shopcast.models.blend import Blend
 from shopcast.models.bpmf import BayesianMF
 from shopcast.models.covisit import CoVisitation
 from shopcast.models.ease import EASE
+from shopcast.models.glocalk import GLocalK, GLocalKBlend
 from shopcast.models.hybrid import HybridRanker, HybridRating
 from shopcast.models.ials import ImplicitALS
 from shopcast.models.knn import ItemKNN
@@ -36,6 +37,8 @@ MODELS: dict[str, type[Recommender]] = {
         SASRec,
         HybridRanker,
         HybridRating,
+        GLocalK,
+        GLocalKBlend,
         TwoStageRanker,
     )
 }
@@ -59,6 +62,8 @@ __all__ = [
     "Blend",
     "CoVisitation",
     "Context",
+    "GLocalK",
+    "GLocalKBlend",
     "HybridRanker",
     "HybridRating",
     "ImplicitALS",
