@@ -19,8 +19,8 @@ new best; pre-training's best state is restored before fine-tuning, and 0 fine-t
 epochs are kept when it never helps); the model is then refitted on all ratings for
 exactly those epochs. With ``holdout`` 0 the phases run to their caps, or, with
 ``pre_tol`` / ``fine_tol`` > 0, until the training RMSE improved by less than that for
-``patience`` epochs in a row (the rule of the paper's later notebook; it overfits on
-MovieLens 100K).
+``patience`` epochs in a row (the rule of public PyTorch ports of the model; with
+caps of 500 + 1000 it overfits on MovieLens 100K).
 
 The fitted state is the effective weights, the global kernel and the training ratings;
 predictions for every (item, user) are recomputed from them (numpy) after ``fit`` and
