@@ -180,3 +180,39 @@ def test_registry_reads_the_postgresql_key_store(postgres_url: str, redis_url: s
         assert registry.tenants() == ["default", "opened", "pgshop"]  # the same store, reused
     finally:
         registry.close()
+
+
+def test_a_worker_whose_handler_fails_is_restarted(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shopcast.online.worker as worker_mod
+
+    calls = {"n": 0}
+
+    def flaky(_events: list[Event]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a push handler bug")
+
+    monkeypatch.setattr(worker_mod, "push_handlers", lambda _settings: [flaky])
+    settings = settings_with(redis_url, tmp_path)
+    state = state_of(settings, "default")
+    assert state.bus is not None
+    evs = tenant_events("d", 60, 7)
+    state.bus.publish(evs, "test")
+    stop = threading.Event()
+    workers = TenantWorkers(
+        settings, discover_every_s=0.2, name="w", batch=16, claim_idle_ms=200, claim_every_s=0.2
+    )
+    thread = threading.Thread(target=workers.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: drained(state), 60, "the stream drained after the restart")
+    finally:
+        stop.set()
+        thread.join(15)
+    assert calls["n"] > 1  # the first batch failed, the restarted worker went on
+    stats = workers.stats()["default"]
+    assert stats.claimed == 16  # the failed batch, taken back from its pending list
+    assert dict(state.counters.popular(1000, now=DAY)) == expected_popularity(evs)
+    state.close()

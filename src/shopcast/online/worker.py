@@ -211,12 +211,14 @@ class TenantWorkers:
         self.discover_every_s = discover_every_s
         self.options = options
         self.workers: dict[str, Worker] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._registry: TenantRegistry | None = None
 
     def discover(self, stop: threading.Event) -> list[str]:
-        """Start a worker for each tenant not served yet; the tenants started."""
+        """Start a worker for each tenant not served yet, or whose worker thread died (a
+        handler raised: logged, then restarted here, its statistics kept); the tenants
+        started."""
         if self.only is not None:
             wanted = self.only
         else:
@@ -228,9 +230,12 @@ class TenantWorkers:
         started = []
         with self._lock:
             for tenant in wanted:
-                if tenant in self.workers:
+                running = self._threads.get(tenant)
+                if (running is not None and running.is_alive()) or stop.is_set():
                     continue
                 worker = open_worker(self.settings, tenant, **self.options)
+                if tenant in self.workers:  # restarted
+                    worker.stats = self.workers[tenant].stats
                 thread = threading.Thread(
                     target=self._serve,
                     args=(worker, stop),
@@ -238,7 +243,7 @@ class TenantWorkers:
                     daemon=True,
                 )
                 self.workers[tenant] = worker
-                self._threads.append(thread)
+                self._threads[tenant] = thread
                 thread.start()
                 started.append(tenant)
         for tenant in started:
@@ -249,9 +254,8 @@ class TenantWorkers:
     def _serve(worker: Worker, stop: threading.Event) -> None:
         try:
             worker.run(stop)
-        except Exception:  # pragma: no cover - run handles Redis errors itself
-            log.exception("worker %s stopped", worker.name)
-            raise
+        except Exception:  # a handler failed: the next discovery restarts the worker
+            log.exception("worker %s of %s stopped", worker.name, worker.bus.stream)
         finally:
             worker.state.close()
 
@@ -263,7 +267,7 @@ class TenantWorkers:
             except StateUnavailableError as exc:  # Redis down: the workers wait too
                 log.warning("tenant discovery: %s", exc.message)
             stop.wait(self.discover_every_s)
-        for thread in self._threads:
+        for thread in self._threads.values():
             thread.join(timeout=10)
         if self._registry is not None:
             self._registry.close()
