@@ -7,6 +7,8 @@ first requested) with its ``OnlineSync``. Three batches:
 
 - E1 committed before B reads the log, published after B took its stream position (a
   slow publisher): in B's log read, and on the stream B follows: learned once;
+- MID committed while B opens, after its profiles read the log and before its models
+  catch up: B's models stop where its profiles did, both learn MID from the stream;
 - E2 committed and published after B read the log, before B follows the stream (the
   gap a process that followed from "now" would miss);
 - E3 while B follows.
@@ -71,37 +73,50 @@ def popularity(engine: Engine) -> np.ndarray:
 
 
 def test_engine_opened_mid_stream_learns_each_event_once(
-    redis_url: str, tmp_path: Path, small_shop: SimulatedShop
+    redis_url: str, tmp_path: Path, small_shop: SimulatedShop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = prepare_shop(tmp_path, small_shop)
     settings = base.model_copy(update={"state": base.state.model_copy(update={"url": redis_url})})
     writer = open_store(settings.database_url)
     items = [it.item_id for it in small_shop.items[:12]]
     t0 = float(small_shop.events["timestamp"].cast(float).max()) + 1.0
-    e1, e2, e3 = (batch(tag, 30, items, t0 + 100 * k) for k, tag in enumerate(("e1", "e2", "e3")))
+    tags = ("e1", "mid", "e2", "e3")
+    e1, mid, e2, e3 = (batch(tag, 30, items, t0 + 100 * k) for k, tag in enumerate(tags))
     bus = open_online(settings.state, lambda _s, _n: [], length=5).bus  # "process A"
     assert bus is not None
+    prepare = Engine._prepare
 
+    def mid_open(engine: Engine, *args: object, **kwargs: object) -> object:
+        """B's profiles have read the log, its models have not: MID is committed now."""
+        if not mid_done:
+            mid_done.append(True)
+            bus.publish(commit(writer, mid), "process-a")
+        return prepare(engine, *args, **kwargs)  # type: ignore[arg-type]
+
+    mid_done: list[bool] = []
+    monkeypatch.setattr(Engine, "_prepare", mid_open)
     stored_e1 = commit(writer, e1)  # committed before B reads the log ...
     b = Engine.open(open_store(settings.database_url), settings)  # "process B" opens
+    monkeypatch.setattr(Engine, "_prepare", prepare)
+    assert mid_done
     assert b.stream_start is not None
     bus.publish(stored_e1, "process-a")  # ... published after B took its position
     bus.publish(commit(writer, e2), "process-a")  # the gap: after B's read, before it follows
     sync = OnlineSync(b, lambda: None).start()
     try:
         deadline = time.monotonic() + 30
-        while sync.followed < len(e2) and time.monotonic() < deadline:
+        while sync.followed < len(mid) + len(e2) and time.monotonic() < deadline:
             time.sleep(0.05)
         bus.publish(commit(writer, e3), "process-a")
-        while sync.followed < len(e2) + len(e3) and time.monotonic() < deadline:
+        while sync.followed < len(mid) + len(e2) + len(e3) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)  # anything more (E1 twice) would arrive now
     finally:
         sync.stop()
-    assert sync.followed == len(e2) + len(e3)  # E1 was in the log B read: not again
+    assert sync.followed == len(mid) + len(e2) + len(e3)  # E1 was in the log B read: not again
     fresh = Engine.open(open_store(settings.database_url), settings)  # read it all from the log
     np.testing.assert_allclose(popularity(b), popularity(fresh), rtol=1e-9)
-    for user in ("e1-user0", "e2-user1", "e3-user2"):
+    for user in ("e1-user0", "mid-user3", "e2-user1", "e3-user2"):
         now = t0 + 1000.0
         same(
             b.profiles.profile(user, now).model_dump(),

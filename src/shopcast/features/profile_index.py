@@ -178,6 +178,9 @@ class ProfileIndex:
         self.users: dict[str, User] = {}
         self.states: dict[str, UserState] = {}
         self.last_event_ts: float | None = None
+        #: Eager ``from_store``: the last sequence number of the log it read (the engine's
+        #: models catch up to the same point, ``Engine.opened_seq``); None otherwise.
+        self.loaded_seq: int | None = None
         self.scorer = RfmScorer()
         self.space: FeatureSpace | None = None
         self.segmenter: Segmenter | None = None
@@ -210,7 +213,9 @@ class ProfileIndex:
         if index.resident is not None:
             index.open_lazy(store)
         else:
-            index.load(store.events.frame(), store.items.scan(), store.users.scan())
+            frame = store.events.frame()
+            index.load(frame, store.items.scan(), store.users.scan())
+            index.loaded_seq = int(frame.select(pl.col("seq").max()).item() or 0)
         return index
 
     def open_lazy(self, store: Store) -> None:

@@ -79,8 +79,16 @@ class _Serving:
     subjects: Vocabulary
     pipeline: RecommendPipeline
 
-    def catch_up(self, store: Store, *, learn: bool = True, declined: Collection[str] = ()) -> int:
-        """Learn the events committed after ``bundle.trained_until``; returns how many.
+    def catch_up(
+        self,
+        store: Store,
+        *,
+        learn: bool = True,
+        declined: Collection[str] = (),
+        until: int | None = None,
+    ) -> int:
+        """Learn the events committed after ``bundle.trained_until`` (up to sequence
+        number ``until`` when given); returns how many.
 
         With ``learn`` False (online learning off) nothing is learned: the bundle stays
         as trained.
@@ -88,6 +96,8 @@ class _Serving:
         if not learn:
             return 0
         frame = store.events.frame(after_seq=self.bundle.trained_until)
+        if until is not None:
+            frame = frame.filter(pl.col("seq") <= until)
         if frame.height == 0:
             return 0
         data = Interactions.from_frame(frame, users=self.subjects, items=self.bundle.items)
@@ -153,8 +163,11 @@ class Engine:
             min_group_size=cfg.min_price_group,
             refit_growth=cfg.refit_growth,
         ).rebuild(list(store.items.scan()))
-        self._install(self._prepare(bundle))
-        self.opened_seq = self.bundle.trained_until  # the log as the models read it
+        # The models catch up as far as the eager profiles read the log: the stream
+        # (followed from stream_start) then brings both the same later events.
+        until = self.profiles.loaded_seq if self.stream_start is not None else None
+        self._install(self._prepare(bundle, until=until))
+        self.opened_seq = max(until or 0, self.bundle.trained_until)  # the log as read
         self._warm_sessions()
         self._targeter: Targeter | None = None  # built from the log on first use
         self.listeners: list[EngineListener] = []  # see EngineListener
@@ -174,8 +187,9 @@ class Engine:
             bundle = train_bundle(store, settings.recommend)
         return cls(store, settings, bundle)
 
-    def _prepare(self, bundle: ModelBundle) -> _Serving:
-        """Everything that depends on the bundle, caught up on the log (no lock needed)."""
+    def _prepare(self, bundle: ModelBundle, until: int | None = None) -> _Serving:
+        """Everything that depends on the bundle, caught up on the log (up to sequence
+        number ``until`` when given; no lock needed)."""
         catalog = CatalogIndex(bundle.items)
         catalog.upsert(self.store.items.scan())
         pipeline = RecommendPipeline(
@@ -195,6 +209,7 @@ class Engine:
             self.store,
             learn=self.settings.recommend.online_learning,
             declined=self._declined(),
+            until=until,
         )
         return serving
 
