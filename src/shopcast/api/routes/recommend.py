@@ -42,7 +42,7 @@ class Filters(BaseModel):
     item_ids: tuple[str, ...] = ()
 
 
-def filters(
+async def filters(
     request: Request,
     k: Annotated[int | None, Query(ge=1, description="How many items (default 10)")] = None,
     scene: Annotated[str, Query(description=f"One of: {', '.join(PUBLIC_SCENES)}")] = "home",
@@ -59,6 +59,8 @@ def filters(
         Query(description="The scene's items: the product on a product page, the cart"),
     ] = None,
 ) -> Filters:
+    # async: FastAPI runs a plain ``def`` dependency on its thread pool, one more hop
+    # per listing request for what is only a few checks
     cfg = settings_of(request).recommend
     problems: list[FieldError] = []
     if k is not None and k > cfg.max_k:
