@@ -113,3 +113,17 @@ def test_save_load_keeps_the_booster(task: object, tmp_path: Path) -> None:
 def test_bad_hyperparameters_name_the_field(param: str, value: float) -> None:
     with pytest.raises(ConfigError, match=param):
         TwoStageRanker(**{param: value})  # type: ignore[arg-type]
+
+
+def test_evaluate_runs_it_by_default_on_q3_only(tmp_path: Path) -> None:
+    from shopcast.evaluation import benchmarks as B
+
+    def default(name: str) -> set[str]:
+        entries, _ = B._model_entries(B.BENCHMARKS[name], B.RunOptions(data=tmp_path), B.Side())
+        return {e.name for e in entries}
+
+    assert "rerank" in default("q3")
+    assert "rerank" not in default("q2") and "ease" in default("q2")
+    q2 = B.BENCHMARKS["q2"]
+    named, _ = B._model_entries(q2, B.RunOptions(data=tmp_path, models=["rerank"]), B.Side())
+    assert [e.name for e in named] == ["rerank"]

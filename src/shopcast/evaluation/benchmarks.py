@@ -270,6 +270,10 @@ def _model_entries(
             continue  # explicit-rating models need rate events; run them only when named
         if opts.models is None and getattr(cls, "named_only", False):
             continue  # hours on a CPU (GLocal-K): run only when named
+        if opts.models is None and bench.name not in getattr(
+            cls, "default_benchmarks", (bench.name,)
+        ):
+            continue  # built for other benchmarks' data (rerank: Q3): run only when named
         entries.append(_entry(n, "model", cls, bench.name, opts.quick, side))
     return entries, skipped
 

@@ -448,6 +448,9 @@ class TwoStageRanker:
     """
 
     name: ClassVar[str] = "rerank"
+    #: ``shopcast evaluate`` runs it without being named only on these: its dense
+    #: item-by-item matrices (2 × 8 bytes × items²) are built for purchase logs like Q3's.
+    default_benchmarks: ClassVar[tuple[str, ...]] = ("q3",)
 
     stage_: _Stage
     booster_: Any | None
