@@ -63,7 +63,8 @@ def test_home_keeps_items_still_in_the_cart_other_scenes_leave_them_out() -> Non
     pipe = _pipeline(CART, MerchandisingSettings())
     home = {i.item_id: i for i in pipe.run(RecommendRequest(user_id="me", k=8), T0).items}
     assert "i5" in home and home["i5"].reason == "still in your cart"
-    assert "i2" in home
+    assert home["i2"].reason == "you viewed this recently"  # also a co-visited item
+    assert home["i2"].source == "recently_viewed"
     for scene in ("product_page", "search", "cart"):
         items = ("i2",) if scene == "product_page" else ()
         rec = pipe.run(RecommendRequest(user_id="me", k=8, scene=scene, items=items), T0)

@@ -6,7 +6,9 @@
   purchases, cart), the scene's anchor items, what earlier pages showed.
 - **candidates**: the scene's sources (``sources.py``), each with its own score.
 - **rank**: a weighted blend of each source's scores scaled to [0, 1]; an item is
-  credited to the source contributing most to it. When the bundle holds a learned
+  credited to the source contributing most to it, except that an item the "recently
+  viewed" source proposes (the shopper's own) is credited to it (its reason, and the
+  rerank's exemption of re-shown items). When the bundle holds a learned
   ranker (role ``ranker``, ``ranker.py``) for the scene, it scores the pool instead
   (same items, same credited sources); if it fails, the blend is served and
   ``ranker`` is named in ``degraded``.
@@ -345,6 +347,9 @@ class RecommendPipeline:
             scaled = found.scores / top if top > 0 else np.zeros_like(found.scores)
             parts[row, np.searchsorted(pool, found.items)] = weights[name] * scaled
         best = parts.argmax(axis=0)
+        if "recently_viewed" in candidates:  # the shopper's own items: credited as re-shown
+            own = names.index("recently_viewed")
+            best = np.where(parts[own] > 0, own, best)
         blended = Ranked(pool, parts.sum(axis=0), [names[b] for b in best.tolist()])
         if self.ranker is None or shopper is None or not self.ranker.serves(request.scene):
             return blended
