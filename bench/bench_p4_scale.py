@@ -17,9 +17,13 @@ Steps, each timed:
 2. ``shopcast train`` in a child process (popularity, co-visitation, bought together,
    the learned ranker when it beats the blend): wall time and the child's peak RSS;
 3. ``shopcast worker`` + ``shopcast serve --workers 2`` on PostgreSQL and a Redis prefix of
-   its own: start time, the resident memory of every process after start and after the
-   load, and an open-loop 80/20 recommendation/event load at ``--rate`` for ``--seconds``
+   its own (``profiles.resident_users`` = ``--resident-users``): start time, the resident
+   memory of every process after start and after the load, and an open-loop 80/20
+   recommendation/event load at each ``--rate`` in turn for ``--seconds``
    (``bench/_loadgen.py``, as P1), with the servers' CPU per request.
+
+``--keep`` leaves the schema and the model directory; ``--schema`` reuses such a schema
+(no ingest), ``--models`` its trained models (no training).
 
 The schema, the Redis keys and the temporary directory (models, logs; under ``$TMPDIR``)
 are removed at the end. Writes ``--out``; never asserted.
@@ -126,11 +130,11 @@ def ingest(url: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def train(env: dict[str, str], log: Path) -> dict[str, Any]:
+def train(env: dict[str, str], log: Path, *flags: str) -> dict[str, Any]:
     """``shopcast train`` in a child: wall seconds and the child's peak RSS."""
     t0 = time.perf_counter()
     with log.open("wb") as out:
-        child = subprocess.Popen([*SHOPCAST, "train"], env=env, stdout=out, stderr=out)
+        child = subprocess.Popen([*SHOPCAST, "train", *flags], env=env, stdout=out, stderr=out)
         _, status, usage = os.wait4(child.pid, 0)
     if status:
         raise SystemExit(f"training failed: {log.read_text()[-3000:]}")
@@ -147,7 +151,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=4)
-    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument(
+        "--rate", type=float, nargs="+", default=[10.0, 50.0], help="open-loop req/s, in turn"
+    )
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "p4_scale.json")
     parser.add_argument(
@@ -161,6 +167,12 @@ def main() -> None:
     )
     parser.add_argument("--no-serve", action="store_true", help="stop after training")
     parser.add_argument("--no-train", action="store_true", help="stop after the ingest")
+    parser.add_argument(
+        "--no-ranker", action="store_true", help="shopcast train --no-ranker (no learned ranker)"
+    )
+    parser.add_argument(
+        "--models", type=Path, help="serve this model dir (trained by a --keep run on --schema)"
+    )
     parser.add_argument(
         "--schema", help="reuse this schema (ingested by an earlier --keep run; dropped after)"
     )
@@ -194,16 +206,19 @@ def main() -> None:
             **os.environ,
             "OPENBLAS_NUM_THREADS": "1",
             "SHOPCAST_AUTH__ENABLED": "false",
-            "SHOPCAST_MODEL_DIR": str(work / "models"),
+            "SHOPCAST_MODEL_DIR": str(args.models or work / "models"),
             "SHOPCAST_DATABASE_URL": url,
             "SHOPCAST_STATE__URL": f"{REDIS}?prefix={prefix}",
         }
         if args.resident_users:
             env["SHOPCAST_PROFILES__RESIDENT_USERS"] = str(args.resident_users)
         results["resident_users"] = args.resident_users or None
-        print("training ...", flush=True)
-        results["training"] = train(env, work / "train.log")
-        print(f"  {results['training']}", flush=True)
+        if args.models is None:
+            print("training ...", flush=True)
+            flags = ["--no-ranker"] if args.no_ranker else []
+            results["training"] = train(env, work / "train.log", *flags)
+            results["training"]["flags"] = flags
+            print(f"  {results['training']}", flush=True)
         if args.no_serve:
             return
         rng = random.Random(1)
@@ -215,7 +230,7 @@ def main() -> None:
             "warmup_s": 5.0,
             "mode": "open",
             "mix": MIX,
-            "rate": args.rate,
+            "rate": args.rate[0],
             "seconds": args.seconds,
             "connections": 64,
             "run_id": f"p4-{run}",
@@ -235,7 +250,14 @@ def main() -> None:
                     "worker_rss_mb_after_start": rss_mb(worker.pid),
                 }
                 print(f"  up in {started:.0f} s: {arm['rss_mb_after_start']} MB", flush=True)
-                arm["load"] = run_load(port, {}, load, [server.pid, worker.pid])
+                arm["load"] = {}
+                for rate in args.rate:
+                    spec = {**load, "rate": rate, "run_id": f"p4-{run}-{rate:g}"}
+                    r = run_load(port, {}, spec, [server.pid, worker.pid])
+                    arm["load"][f"{rate:g}"] = r
+                    print(f"  {rate:g} req/s: {r['all']} {r['achieved_rps']} req/s", flush=True)
+                    with suppress(OSError):
+                        r["loadavg_1m"] = os.getloadavg()[0]
                 arm["rss_mb_after_load"] = rss_mb(server.pid)
                 arm["worker_rss_mb_after_load"] = rss_mb(worker.pid)
                 results["scaleout_postgres_redis"] = arm
