@@ -4,8 +4,11 @@ One command::
 
     python bench/bench_p1_load.py [--data-dir DIR] [--seconds 60] [--warmup 10]
                                   [--rates 500,250] [--closed-seconds 20] [--profile]
+                                  [--workers N]
 
-Starts `shopcast serve` (one process, as shipped) over a store holding the real UCI
+Starts `shopcast serve` (one process, as shipped; ``--workers N``: N uvicorn worker
+processes with the live state in Redis and one `shopcast worker`, the server's CPU
+then summed over all of them) over a store holding the real UCI
 Online Retail data with a trained model (`shopcast demo --once` into a temporary
 directory, or a copy of ``--data-dir``), then drives it from a load generator in a
 separate process on loopback (``bench/_loadgen.py``):
