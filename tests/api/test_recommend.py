@@ -102,5 +102,8 @@ def test_trained_model_serves_the_simulated_shop(shop_client: TestClient) -> Non
     r = shop_client.get("/v1/users/sim-user-00001/recommendations?k=10").json()
     assert len(r["items"]) == 10
     assert r["model_version"] == health["model_version"]
-    assert r["items"][0]["source"] == "covisit"
+    # a personal source leads (an item co-visitation proposes that the shopper viewed
+    # is credited to "recently viewed")
+    assert r["items"][0]["source"] in {"covisit", "recently_viewed"}
+    assert any(i["source"] == "covisit" for i in r["items"])
     assert all(i["reason"] for i in r["items"])
