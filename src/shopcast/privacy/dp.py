@@ -173,6 +173,31 @@ def make_private(
     return module, opt, dl, engine, 1.0 / len(loader)
 
 
+def training_loop_parts(
+    net: Any, optimizer: Any, n_rows: int, batch_size: int, cfg: DPConfig, seed: int
+) -> tuple[Any, Any, Any, Any, float, float]:
+    """``(module, optimizer, loader, engine, sample_rate, delta)`` for a training loop over
+    row indices ``0..n_rows-1``: ``make_private``'s when ``cfg.private``, else the plain
+    net with a seeded shuffling loader (``engine`` None) — the ε = ∞ baseline runs the
+    same loop. ``delta``: ``cfg.delta``, or 1 / rows."""
+    if cfg.private:
+        module, opt, loader, engine, q = make_private(net, optimizer, n_rows, batch_size, cfg, seed)
+    else:
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        gen = torch.Generator().manual_seed(seed)
+        loader = DataLoader(
+            TensorDataset(torch.arange(n_rows)),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=gen,
+        )
+        module, opt, engine, q = net, optimizer, None, min(1.0, batch_size / n_rows)
+    delta = cfg.delta if cfg.delta is not None else 1.0 / n_rows
+    return module, opt, loader, engine, q, delta
+
+
 def fit_private(
     model: SASRec,
     data: Interactions,
@@ -212,20 +237,9 @@ def fit_private(
         net = _dp_net.DPNet(**_net_kwargs(model))
         net.reset()
         opt: Any = torch.optim.Adam(net.parameters(), lr=model.lr, weight_decay=model.weight_decay)
-        if cfg.private:
-            module, opt, loader, engine, q = make_private(
-                net, opt, n, model.batch_size, cfg, model.seed
-            )
-        else:
-            gen = torch.Generator().manual_seed(model.seed)
-            loader = torch.utils.data.DataLoader(
-                torch.utils.data.TensorDataset(torch.arange(n)),
-                batch_size=model.batch_size,
-                shuffle=True,
-                generator=gen,
-            )
-            module, engine, q = net, None, min(1.0, model.batch_size / n)
-        delta = cfg.delta if cfg.delta is not None else 1.0 / n
+        module, opt, loader, engine, q, delta = training_loop_parts(
+            net, opt, n, model.batch_size, cfg, model.seed
+        )
         by_epoch: list[float] = []
         steps = 0
         for epoch in range(1, cfg.epochs + 1):

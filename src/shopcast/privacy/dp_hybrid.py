@@ -58,7 +58,7 @@ import numpy as np
 from shopcast.errors import ConfigError, ModelError
 from shopcast.models._base import IntArray, Interactions
 from shopcast.models._hybrid_side import FeatureBag, SideFeatures
-from shopcast.privacy.dp import DPConfig, DPReport, _require_opacus, make_private
+from shopcast.privacy.dp import DPConfig, DPReport, _require_opacus, training_loop_parts
 
 if TYPE_CHECKING:
     import torch
@@ -348,20 +348,9 @@ def _fit(
         if cfg.private:
             _check_memory(params, n, model.batch_size, cfg)
         opt: Any = torch.optim.AdamW(params, lr=model.lr, weight_decay=model.weight_decay)
-        if cfg.private:
-            module, opt, loader, engine, q = make_private(
-                net, opt, n, model.batch_size, cfg, model.seed
-            )
-        else:
-            gen = torch.Generator().manual_seed(model.seed)
-            loader = torch.utils.data.DataLoader(
-                torch.utils.data.TensorDataset(torch.arange(n)),
-                batch_size=model.batch_size,
-                shuffle=True,
-                generator=gen,
-            )
-            module, engine, q = net, None, min(1.0, model.batch_size / n)
-        delta = cfg.delta if cfg.delta is not None else 1.0 / n
+        module, opt, loader, engine, q, delta = training_loop_parts(
+            net, opt, n, model.batch_size, cfg, model.seed
+        )
         by_epoch: list[float] = []
         steps = 0
         for epoch in range(1, cfg.epochs + 1):
