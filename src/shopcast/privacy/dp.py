@@ -122,6 +122,36 @@ class DPReport:
     def from_json(cls, data: Mapping[str, Any]) -> DPReport:
         return cls(**dict(data))
 
+    @classmethod
+    def of_run(
+        cls,
+        unit: str,
+        n_users: int,
+        cfg: DPConfig,
+        *,
+        optimizer: Any,
+        private: bool,
+        sample_rate: float,
+        delta: float,
+        steps: int,
+        epsilon_by_epoch: list[float],
+    ) -> DPReport:
+        """The report of a finished ``training_loop_parts`` loop."""
+        return cls(
+            unit=unit,
+            n_users=n_users,
+            target_epsilon=cfg.epsilon if cfg.private else None,
+            epsilon=epsilon_by_epoch[-1] if epsilon_by_epoch else None,
+            delta=delta,
+            noise_multiplier=float(optimizer.noise_multiplier) if private else 0.0,
+            max_grad_norm=cfg.max_grad_norm if cfg.private else None,
+            sample_rate=sample_rate,
+            epochs=cfg.epochs,
+            steps=steps,
+            accountant=cfg.accountant,
+            epsilon_by_epoch=epsilon_by_epoch,
+        )
+
 
 def _require_opacus() -> None:
     import importlib.util
@@ -275,18 +305,15 @@ def fit_private(
     model.net_ = plain
     model.best_epoch_ = cfg.epochs
     model._refresh()
-    model.dp_report_ = DPReport(
-        unit="user (one training sequence per user)",
-        n_users=n,
-        target_epsilon=cfg.epsilon if cfg.private else None,
-        epsilon=by_epoch[-1] if by_epoch else None,
-        delta=delta,
-        noise_multiplier=float(opt.noise_multiplier) if engine is not None else 0.0,
-        max_grad_norm=cfg.max_grad_norm if cfg.private else None,
+    model.dp_report_ = DPReport.of_run(
+        "user (one training sequence per user)",
+        n,
+        cfg,
+        optimizer=opt,
+        private=engine is not None,
         sample_rate=q,
-        epochs=cfg.epochs,
+        delta=delta,
         steps=steps,
-        accountant=cfg.accountant,
         epsilon_by_epoch=by_epoch,
     )
     model.fit_seconds_ = time.perf_counter() - t0

@@ -383,18 +383,15 @@ def _fit(
         model.nets_ = [plain]
         model.best_epoch_, model.best_val_ = cfg.epochs, math.nan
         model._refresh()
-    model.dp_report_ = DPReport(
-        unit=f"user ({cfg.per_user} draws of their own data per step)",
-        n_users=n,
-        target_epsilon=cfg.epsilon if cfg.private else None,
-        epsilon=by_epoch[-1] if by_epoch else None,
-        delta=delta,
-        noise_multiplier=float(opt.noise_multiplier) if engine is not None else 0.0,
-        max_grad_norm=cfg.max_grad_norm if cfg.private else None,
+    model.dp_report_ = DPReport.of_run(
+        f"user ({cfg.per_user} draws of their own data per step)",
+        n,
+        cfg,
+        optimizer=opt,
+        private=engine is not None,
         sample_rate=q,
-        epochs=cfg.epochs,
+        delta=delta,
         steps=steps,
-        accountant=cfg.accountant,
         epsilon_by_epoch=by_epoch,
     )
     model.fit_seconds_ = time.perf_counter() - t0
