@@ -15,6 +15,7 @@ from shopcast.models.glocalk import GLocalK, GLocalKBlend
 from shopcast.models.hybrid import HybridRanker, HybridRating
 from shopcast.models.ials import ImplicitALS
 from shopcast.models.knn import ItemKNN
+from shopcast.models.knn_baseline import KNNBaseline, KNNBlend
 from shopcast.models.mf import BiasedMF, BiasedMFALS, SVDpp
 from shopcast.models.popularity import Popularity
 from shopcast.models.rerank import TwoStageRanker
@@ -39,6 +40,8 @@ MODELS: dict[str, type[Recommender]] = {
         HybridRating,
         GLocalK,
         GLocalKBlend,
+        KNNBaseline,
+        KNNBlend,
         TwoStageRanker,
     )
 }
@@ -69,6 +72,8 @@ __all__ = [
     "ImplicitALS",
     "Interactions",
     "ItemKNN",
+    "KNNBaseline",
+    "KNNBlend",
     "OnlineLearner",
     "Popularity",
     "Recommender",
