@@ -21,6 +21,19 @@ def n_items_of(data: Interactions) -> int:
     return max(len(data.items), int(data.item.max(initial=-1)) + 1)
 
 
+def subset_rows(data: Interactions, mask: Any) -> Interactions:
+    """The interactions ``mask`` (booleans or row indices) selects, same vocabularies."""
+    return Interactions(
+        users=data.users,
+        items=data.items,
+        user=data.user[mask],
+        item=data.item[mask],
+        type=data.type[mask],
+        ts=data.ts[mask],
+        value=data.value[mask],
+    )
+
+
 def n_users_of(data: Interactions) -> int:
     return max(len(data.users), int(data.user.max(initial=-1)) + 1)
 

@@ -20,7 +20,7 @@ from shopcast.models._base import (
     Vocabulary,
 )
 from shopcast.models._common import gather, load_model, require_fitted, save_model
-from shopcast.models._data import explicit_ratings, n_items_of
+from shopcast.models._data import explicit_ratings, n_items_of, subset_rows
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ class Blend:
         held = _holdout_mask(data, self.holdout, self.seed)
         n = len(self.components)
         if held.sum() > 2 * (n + 1):
-            hu, hi, hr = explicit_ratings(_subset(data, held))
-            train = _subset(data, ~held)
+            hu, hi, hr = explicit_ratings(subset_rows(data, held))
+            train = subset_rows(data, ~held)
             preds = np.column_stack([m.fit(train).predict(hu, hi) for m in self._build()])
             self.weights_ = _ridge(preds, hr, self.reg)
         else:  # too few ratings to hold any out: the plain mean
@@ -169,18 +169,6 @@ def _holdout_mask(data: Interactions, fraction: float, seed: int) -> Any:
     held = rated & (np.random.default_rng(seed).random(len(data)) < fraction)
     kept = np.bincount(data.user[rated & ~held], minlength=len(data.users))
     return held & (kept[data.user] > 0)
-
-
-def _subset(data: Interactions, mask: Any) -> Interactions:
-    return Interactions(
-        users=data.users,
-        items=data.items,
-        user=data.user[mask],
-        item=data.item[mask],
-        type=data.type[mask],
-        ts=data.ts[mask],
-        value=data.value[mask],
-    )
 
 
 def _ridge(x: FloatArray, y: FloatArray, reg: float) -> FloatArray:

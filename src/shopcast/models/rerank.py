@@ -51,7 +51,7 @@ from shopcast.models._common import (
     save_model,
     weight_array,
 )
-from shopcast.models._data import SubjectIndex, n_items_of, n_users_of
+from shopcast.models._data import SubjectIndex, n_items_of, n_users_of, subset_rows
 from shopcast.models.ease import FLOAT64_MAX_ITEMS, _spd_inverse
 
 log = logging.getLogger(__name__)
@@ -426,18 +426,6 @@ def _text_matrix(
     return sp.csr_array(sp.diags_array(1.0 / np.maximum(norm, 1e-12)) @ m)
 
 
-def _subset(data: Interactions, mask: Any) -> Interactions:
-    return Interactions(
-        users=data.users,
-        items=data.items,
-        user=data.user[mask],
-        item=data.item[mask],
-        type=data.type[mask],
-        ts=data.ts[mask],
-        value=data.value[mask],
-    )
-
-
 class TwoStageRanker:
     """EASE / recency-EASE / item-kNN / user-kNN candidates reranked by LightGBM LambdaRank.
 
@@ -553,7 +541,7 @@ class TwoStageRanker:
         inside = (data.ts >= start) & (data.ts < stop) & (w > 0)
         if not before.any() or not inside.any():
             return None
-        stage = _fit_stage(_subset(data, before), n, self.reg, self.event_weights)
+        stage = _fit_stage(subset_rows(data, before), n, self.reg, self.event_weights)
         n_users = stage.idle.shape[0]
         u_in, i_in = data.user[inside], data.item[inside]
         known = u_in < n_users
