@@ -53,24 +53,27 @@ def _start(db: Path, port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError("server did not start")
 
 
-def test_acknowledged_events_survive_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clients", [1, 8])
+def test_acknowledged_events_survive_sigkill(tmp_path: Path, clients: int) -> None:
+    """One client, or 8 at once (their posts group-committed: several posts share one
+    transaction), killed mid-stream: every event of every 202 is in the log."""
     db, port = tmp_path / "shop.db", _free_port()
     proc = _start(db, port, tmp_path)
     acked: list[str] = []
     stop = threading.Event()
 
-    def post_forever() -> None:
+    def post_forever(client: int) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             n = 0
             while not stop.is_set():
                 batch = [
                     {
-                        "event_id": f"k{n}-{j}",
+                        "event_id": f"k{client}-{n}-{j}",
                         "type": "view",
                         "user_id": f"u{j % 7}",
                         "item_id": f"i{j}",
                     }
-                    for j in range(50)
+                    for j in range(50 // clients)
                 ]
                 n += 1
                 try:
@@ -80,15 +83,17 @@ def test_acknowledged_events_survive_sigkill(tmp_path: Path) -> None:
                 if r.status_code == 202:
                     acked.extend(e["event_id"] for e in batch)
 
-    poster = threading.Thread(target=post_forever)
-    poster.start()
+    posters = [threading.Thread(target=post_forever, args=(c,)) for c in range(clients)]
+    for poster in posters:
+        poster.start()
     while len(acked) < 500:  # let a good number of batches be acknowledged
         time.sleep(0.05)
-        assert poster.is_alive()
+        assert all(p.is_alive() for p in posters)
     proc.send_signal(signal.SIGKILL)  # mid-stream: requests are in flight
     proc.wait(timeout=10)
     stop.set()
-    poster.join(timeout=10)
+    for poster in posters:
+        poster.join(timeout=10)
 
     store = open_store(f"sqlite:///{db}")
     stored = set(store.events.frame()["event_id"].to_list())

@@ -60,6 +60,13 @@ class ApiSettings(BaseModel):
     reload_interval_s: float = Field(
         2.0, gt=0, description="How often a server checks the registry for a promoted model"
     )
+    group_commit_wait_s: float = Field(
+        0.001, ge=0, le=0.1, description="Event posts: wait this long for others to commit with"
+    )
+    group_commit_max_events: int = Field(
+        5000, ge=1, description="Event posts: commit at once when this many events wait"
+    )
+    access_log: bool = Field(True, description="uvicorn's access log (one line per request)")
 
 
 class ItemFeatureSettings(BaseModel):

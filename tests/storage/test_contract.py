@@ -18,7 +18,7 @@ import pytest
 
 from shopcast.domain import Event, Item, User
 from shopcast.errors import StorageError, UnknownBackendError, ValidationError
-from shopcast.storage import EVENT_COLUMNS, AppendResult, Store, _sqlite, open_store
+from shopcast.storage import EVENT_COLUMNS, AppendResult, Store, _sqlite, append_batches, open_store
 from shopcast.storage._memory import MemoryStore
 from shopcast.storage._sqlite import SCHEMA_VERSION, SqliteStore
 
@@ -93,6 +93,47 @@ class StoreContract:
         last = store.events.append([view("a")]).last_seq
         assert store.events.append([]) == AppendResult(0, 0, [], last)
         assert store.events.append([view("a")]) == AppendResult(0, 1, [], last)
+
+    def test_a_group_of_batches_answers_as_one_append_after_the_other(self, store: Store) -> None:
+        """``append_batches`` (the group commit of concurrent event posts): one
+        transaction, the same per-batch answers as successive appends, duplicates
+        inside a batch, across the group and against the log counted as before."""
+        store.events.append([view("old")])
+        batches = [
+            [view("a"), view("b"), view("a", ts=1_700_000_001.0)],
+            [],
+            [view("b"), view("c"), view("old"), view("c")],
+            [view("d")],
+        ]
+        results = append_batches(store.events, batches)
+        assert [(r.accepted, r.duplicates, r.stored) for r in results] == [
+            (2, 1, [0, 1]),
+            (0, 0, []),
+            (1, 3, [1]),
+            (1, 0, [0]),
+        ]
+        assert store.events.count() == 5
+        seqs = [seq for seq, _ in store.events.scan()]
+        assert {r.last_seq for r in results} == {max(seqs)}
+        assert {e.event_id: e.timestamp for _, e in store.events.scan()}["a"] == 1_700_000_000.0
+        # stored in group order: a, b, c, d after old
+        assert ids(store.events.scan(after_seq=seqs[0])) == ["a", "b", "c", "d"]
+        assert append_batches(store.events, []) == []
+        assert append_batches(store.events, [[]]) == [AppendResult(0, 0, [], max(seqs))]
+
+    def test_append_batches_falls_back_to_appends(self, store: Store) -> None:
+        class Plain:  # a log without append_batches
+            def __init__(self) -> None:
+                self.calls = 0
+
+            def append(self, events: list[Event]) -> AppendResult:
+                self.calls += 1
+                return store.events.append(events)
+
+        plain = Plain()
+        results = append_batches(plain, [[view("x")], [view("x"), view("y")]])  # type: ignore[arg-type]
+        assert plain.calls == 2
+        assert [(r.accepted, r.duplicates) for r in results] == [(1, 0), (1, 1)]
 
     def test_append_frame_into_empty_then_nonempty_log(self, store: Store) -> None:
         first = event_frame([frame_row(i, 1.7e9 + n) for n, i in enumerate("abac")])

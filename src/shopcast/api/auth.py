@@ -30,6 +30,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shopcast.api.ingest import GroupCommit
 from shopcast.api.ratelimit import RateLimiter, open_limiter
 from shopcast.api.ratelimit import TokenBuckets as TokenBuckets  # re-exported
 from shopcast.config import Settings
@@ -41,7 +42,7 @@ from shopcast.privacy.pseudonym import Pseudonymizer
 from shopcast.privacy.tenants import DEFAULT_TENANT, tenant_settings
 from shopcast.push.tokens import StreamAuth, StreamGrant, stream_tokens
 from shopcast.serving.engine import Engine
-from shopcast.storage import Store
+from shopcast.storage import AppendResult, Store
 
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 OPEN_PATHS = frozenset({"/v1/health", "/dashboard", "/dashboard/", "/demo/shop"})
@@ -85,6 +86,8 @@ class Tenant:
     engine: Engine
     pseudonyms: Pseudonymizer
     owned: bool = True  # opened here (closed with the pool)
+    #: The group committer of its event posts (``api.ingest``; made on the first post).
+    ingest: GroupCommit[AppendResult] | None = None
 
     def close(self) -> None:
         if self.owned:

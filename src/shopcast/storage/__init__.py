@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from shopcast.domain import Event
 from shopcast.errors import MissingDependencyError, UnknownBackendError
 from shopcast.storage._protocols import (
     EVENT_COLUMNS,
@@ -22,8 +25,20 @@ __all__ = [
     "Profiles",
     "Repository",
     "Store",
+    "append_batches",
     "open_store",
 ]
+
+
+def append_batches(log: EventLog, batches: Sequence[Sequence[Event]]) -> list[AppendResult]:
+    """Append several batches as one group commit where the backend can (one transaction,
+    one fsync: ``append_batches`` of the SQLite, PostgreSQL and memory logs), else one
+    ``append`` after the other. Results as if appended one after the other."""
+    group = getattr(log, "append_batches", None)
+    if group is not None:
+        results: list[AppendResult] = group(batches)
+        return results
+    return [log.append(batch) for batch in batches]
 
 
 def open_store(url: str) -> Store:

@@ -45,6 +45,17 @@ class MemoryEventLog:
             stored = [i for i, row in enumerate(rows) if self._insert(row)]
             return AppendResult(len(stored), len(rows) - len(stored), stored, self._last_seq())
 
+    def append_batches(self, batches: Sequence[Sequence[Event]]) -> list[AppendResult]:
+        """Several appends at once, as if one after the other (see the SQLite backend)."""
+        rows = [[event_row(e) for e in batch] for batch in batches]
+        with self._lock:
+            stored = [[i for i, row in enumerate(batch) if self._insert(row)] for batch in rows]
+            last = self._last_seq()
+        return [
+            AppendResult(len(new), len(batch) - len(new), new, last)
+            for batch, new in zip(rows, stored, strict=True)
+        ]
+
     def append_frame(self, frame: pl.DataFrame) -> AppendResult:
         """Store new rows of a clean frame; ``stored`` is left empty."""
         clean = clean_frame(frame)

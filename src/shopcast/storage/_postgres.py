@@ -232,34 +232,54 @@ class PgEventLog:
 
     def append(self, events: Sequence[Event]) -> AppendResult:
         """Insert new events in one transaction; ``last_seq`` is the log's highest seq."""
-        rows = [event_row(e) for e in events]
-        first: dict[str, int] = {}
-        for position, row in enumerate(rows):
-            first.setdefault(row[0], position)
-        positions = list(first.values())
+        return self.append_batches([events])[0]
+
+    def append_batches(self, batches: Sequence[Sequence[Event]]) -> list[AppendResult]:
+        """Several appends in ONE transaction (one commit): a group commit.
+
+        Each result is what ``append`` would have returned had the batches been appended
+        one after the other (the first occurrence of an event id in the group is the one
+        stored); ``last_seq`` is the log's highest seq after the group.
+        """
+        rows = [[event_row(e) for e in batch] for batch in batches]
+        first: dict[str, tuple[int, int]] = {}  # event id -> (batch, position)
+        for b, batch in enumerate(rows):
+            for position, row in enumerate(batch):
+                first.setdefault(row[0], (b, position))
+        unique = [rows[b][p] for b, p in first.values()]
+        inserted: set[str] = set()
         with self._db.transaction() as conn:
-            if not rows:
-                return AppendResult(0, 0, [], _last_seq(conn))
-            with conn.pipeline():  # one round trip for the lock, the inserts and the seq
-                conn.execute(_LOCK_EVENTS)
-                cursors = [
-                    conn.execute(
-                        f"INSERT INTO events ({_COLUMNS}) VALUES "
-                        + ", ".join([_ONE_ROW] * len(chunk))
-                        + " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                        [value for row in chunk for value in row],
-                    )
-                    for chunk in (
-                        [rows[p] for p in positions[i : i + _ROWS_PER_INSERT]]
-                        for i in range(0, len(positions), _ROWS_PER_INSERT)
-                    )
-                ]
-                last = conn.execute(_LAST_SEQ)
-                inserted = {r[0] for cursor in cursors for r in cursor.fetchall()}
-                found = last.fetchone()
-            last_seq = int(found[0]) if found else 0
-        stored = [p for p in positions if rows[p][0] in inserted]
-        return AppendResult(len(stored), len(rows) - len(stored), stored, last_seq)
+            if not unique:
+                last_seq = _last_seq(conn)
+            else:
+                with conn.pipeline():  # one round trip for the lock, the inserts and the seq
+                    conn.execute(_LOCK_EVENTS)
+                    cursors = [
+                        conn.execute(
+                            f"INSERT INTO events ({_COLUMNS}) VALUES "
+                            + ", ".join([_ONE_ROW] * len(chunk))
+                            + " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                            [value for row in chunk for value in row],
+                        )
+                        for chunk in (
+                            unique[i : i + _ROWS_PER_INSERT]
+                            for i in range(0, len(unique), _ROWS_PER_INSERT)
+                        )
+                    ]
+                    last = conn.execute(_LAST_SEQ)
+                    inserted = {r[0] for cursor in cursors for r in cursor.fetchall()}
+                    found = last.fetchone()
+                last_seq = int(found[0]) if found else 0
+        stored: list[list[int]] = [[] for _ in rows]
+        for event_id, (b, position) in first.items():
+            if event_id in inserted:
+                stored[b].append(position)
+        for new in stored:
+            new.sort()
+        return [
+            AppendResult(len(new), len(batch) - len(new), new, last_seq)
+            for batch, new in zip(rows, stored, strict=True)
+        ]
 
     def append_frame(self, frame: pl.DataFrame) -> AppendResult:
         """Insert new rows of a clean frame with ``COPY``; ``stored`` is left empty.

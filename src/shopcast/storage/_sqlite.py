@@ -178,6 +178,30 @@ class SqliteEventLog:
             last_seq = _last_seq(conn)
         return AppendResult(len(stored), len(rows) - len(stored), stored, last_seq)
 
+    def append_batches(self, batches: Sequence[Sequence[Event]]) -> list[AppendResult]:
+        """Several appends in ONE transaction (one commit, one fsync): a group commit.
+
+        Each result is what ``append`` would have returned had the batches been appended
+        one after the other (an event id stored by an earlier batch of the group is a
+        duplicate in a later one); ``last_seq`` is the log's highest seq after the group.
+        """
+        rows = [[event_row(e) for e in batch] for batch in batches]
+        stored: list[list[int]] = []
+        with self._db.write() as conn:
+            cursor = conn.cursor()
+            for batch in rows:
+                new: list[int] = []
+                for position, row in enumerate(batch):
+                    cursor.execute(_INSERT + _ONE_ROW, row)
+                    if cursor.rowcount:
+                        new.append(position)
+                stored.append(new)
+            last_seq = _last_seq(conn)
+        return [
+            AppendResult(len(new), len(batch) - len(new), new, last_seq)
+            for batch, new in zip(rows, stored, strict=True)
+        ]
+
     def append_frame(self, frame: pl.DataFrame) -> AppendResult:
         """Insert new rows of a clean frame in one transaction; ``stored`` is left empty.
 

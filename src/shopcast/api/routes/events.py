@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from shopcast.api.routes._common import (
-    engine_of,
-    json_body,
-    pseudonyms_of,
-    settings_of,
-    store_of,
-)
+from shopcast.api.auth import Tenant
+from shopcast.api.ingest import GroupCommit
+from shopcast.api.routes._common import json_body, tenant_of
 from shopcast.domain import Event
 from shopcast.ingest.validate import validate_events
-from shopcast.storage import AppendResult
+from shopcast.storage import AppendResult, append_batches
 
 router = APIRouter(tags=["events"])
 
@@ -54,9 +50,13 @@ async def post_events(request: Request) -> JSONResponse:
     are invalid the answer is 422 listing each bad event's index, field and reason;
     the valid events of the batch are stored anyway and counted in ``accepted``.
     """
-    raw = pseudonyms_of(request).payload(await json_body(request))  # raw ids end here
-    checked = validate_events(raw, max_batch=settings_of(request).api.max_batch)
-    result = await run_in_threadpool(_commit, request, checked.events)
+    tenant = tenant_of(request)
+    raw = tenant.pseudonyms.payload(await json_body(request))  # raw ids end here
+    checked = validate_events(raw, max_batch=tenant.settings.api.max_batch)
+    if checked.events:  # committed with the concurrent posts (group commit)
+        result = await _group(tenant).submit(checked.events)
+    else:
+        result = AppendResult(accepted=0, duplicates=0)
     body = IngestResult(
         accepted=result.accepted,
         duplicates=result.duplicates,
@@ -71,15 +71,29 @@ async def post_events(request: Request) -> JSONResponse:
     return JSONResponse(payload, status_code=status)
 
 
-def _commit(request: Request, events: list[Event]) -> AppendResult:
-    if not events:
-        return AppendResult(accepted=0, duplicates=0)
-    result = store_of(request).events.append(events)
-    stored = [events[i] for i in result.stored]
-    engine = engine_of(request)
+def _group(tenant: Tenant) -> GroupCommit[AppendResult]:
+    """The tenant's group committer (made on its first post)."""
+    group = tenant.ingest
+    if group is None:
+        cfg = tenant.settings.api
+        group = GroupCommit(
+            lambda batches: append_batches(tenant.store.events, batches),
+            lambda batches, results: _apply(tenant, batches, results),
+            wait_s=cfg.group_commit_wait_s,
+            max_events=cfg.group_commit_max_events,
+        )
+        tenant.ingest = group
+    return group
+
+
+def _apply(tenant: Tenant, batches: list[list[Event]], results: Sequence[AppendResult]) -> None:
+    """The engine learns the group's stored events, in commit order, before any 202."""
+    stored = [batch[i] for batch, r in zip(batches, results, strict=True) for i in r.stored]
+    if not stored:
+        return
+    engine = tenant.engine
     engine.observe(stored)
-    engine.publish(stored, result.last_seq - result.accepted)  # bus (shared state only)
-    return result
+    engine.publish(stored, results[-1].last_seq - len(stored))  # bus (shared state only)
 
 
 def _summary(body: IngestResult) -> str:
