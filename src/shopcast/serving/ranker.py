@@ -65,6 +65,7 @@ from shopcast.models._base import BoolArray, Context, FloatArray, IntArray, Inte
 
 if TYPE_CHECKING:
     from shopcast.serving.catalog import CatalogIndex
+    from shopcast.serving.compiled import CompiledTrees
     from shopcast.serving.rules import Ranked
     from shopcast.serving.sources import RecommendRequest, Shopper
     from shopcast.training.bundle import ModelBundle
@@ -121,6 +122,8 @@ USER_COLUMNS = (
 CONTEXT_COLUMNS = ("scene", "session_items", "same_category", "since_last_event_s")
 #: Columns of ``ItemFeatures.matrix`` copied as they are.
 _MATRIX_COLUMNS = ("price_log", "price_z", "price_pct", "discount")
+#: Serve the ranker through compiled trees (``compiled.py``, lleaves) when installed.
+COMPILE = True
 MODEL_FILE = "model.txt"
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
@@ -408,6 +411,8 @@ class LearnedRanker:
     name: ClassVar[str] = "learned_ranker"
 
     booster_: Any
+    #: The booster compiled (``compiled.py``), set by ``compile``; None: LightGBM.
+    fast_: CompiledTrees | None = None
     columns_: list[str]
     sources_: list[str]
     scenes_: list[str]
@@ -490,6 +495,7 @@ class LearnedRanker:
             text = booster.model_to_string(num_iteration=booster.best_iteration)
             booster = lgb.Booster(model_str=text)
         self.booster_ = booster
+        self.fast_ = None
         self.columns_ = list(columns)
         self.sources_ = list(sources)
         self.scenes_ = list(scenes)
@@ -502,7 +508,25 @@ class LearnedRanker:
             raise NotFittedError("LearnedRanker is not fitted; call fit_groups() first")
         if x.shape[0] == 0:
             return np.empty(0)
+        fast = self.fast_
+        if fast is not None:
+            try:
+                return fast.predict(x)
+            except Exception:  # never worse than LightGBM: fall back for good
+                log.exception("compiled ranker failed; predicting with LightGBM")
+                self.fast_ = None
         return np.asarray(self.booster_.predict(x, num_threads=1), dtype=np.float64)
+
+    def compile(self) -> bool:
+        """Predict through compiled trees from now on (``compiled.compile_booster``:
+        lleaves, checked against LightGBM); False when unavailable (LightGBM stays)."""
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("LearnedRanker is not fitted; call fit_groups() first")
+        if self.fast_ is None:
+            from shopcast.serving.compiled import compile_booster
+
+            self.fast_ = compile_booster(self.booster_)
+        return self.fast_ is not None
 
     def importance(self) -> dict[str, float]:
         """Total gain per feature column, largest first."""
@@ -548,6 +572,7 @@ class LearnedRanker:
         model = cls(**meta["params"])
         try:
             model.booster_ = _lightgbm().Booster(model_str=text)
+            model.fast_ = None
         except Exception as exc:  # LightGBM raises its own LightGBMError
             raise ModelError(f"cannot parse the ranker model at {path}: {exc}") from None
         model.columns_ = list(meta["columns"])
@@ -577,6 +602,8 @@ class RankStage:
         self.features = FeatureBuilder(bundle, catalog, profiles, ranker.sources_)
         if self.features.columns != ranker.columns_:
             raise ModelError("the ranker's feature columns differ from the builder's")
+        if COMPILE and hasattr(ranker, "booster_"):  # when a bundle is put in service
+            ranker.compile()
 
     def serves(self, scene: str) -> bool:
         return scene in self.ranker.scenes_
