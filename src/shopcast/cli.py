@@ -230,6 +230,7 @@ def _serve(settings: Settings, host: str, port: int, *, workers: int = 1) -> Non
             port=port,
             log_level="info",
             log_config=log_config(settings),
+            access_log=settings.api.access_log,
         )
         return
     uvicorn.run(
@@ -238,6 +239,7 @@ def _serve(settings: Settings, host: str, port: int, *, workers: int = 1) -> Non
         port=port,
         log_level="info",
         log_config=log_config(settings),  # access logs without raw user ids
+        access_log=settings.api.access_log,  # off: no log line (and its filters) per request
     )
 
 

@@ -312,6 +312,13 @@ class AuthSettings(BaseModel):
         Path("shopcast-data/keys.db"), description="SQLite file of the hashed API keys"
     )
     open_docs: bool = Field(True, description="/docs, /redoc and /openapi.json need no key")
+    key_cache_ttl_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Key checks cached this long (0: none; revocations: api.keycache)",
+    )
+    key_cache_size: int = Field(10_000, ge=1, description="Keys (hashed tokens) cached at most")
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
 

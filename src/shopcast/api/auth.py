@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shopcast.api.ingest import GroupCommit
+from shopcast.api.keycache import MISS, CachedKeys, RevocationListener
 from shopcast.api.ratelimit import RateLimiter, open_limiter
 from shopcast.api.ratelimit import TokenBuckets as TokenBuckets  # re-exported
 from shopcast.config import Settings
@@ -181,7 +182,9 @@ class AuthMiddleware:
         self._own_keys = keys is None  # closed at shutdown only when opened here
         self._own_limiter = limiter is None
         self.limiter = limiter if limiter is not None else open_limiter(settings)
-        self._offload: bool | None = None
+        self._offload_keys: bool | None = None
+        self._cache: CachedKeys | None = None
+        self._listener: RevocationListener | None = None
 
     @property
     def keys(self) -> ApiKeyStore:
@@ -191,6 +194,10 @@ class AuthMiddleware:
 
     def close(self) -> None:
         """Close the key store and the limiter opened here (reopened on the next request)."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        self._cache = None
         if self._own_keys:
             keys, self._keys = self._keys, None
             if keys is not None:
@@ -216,12 +223,7 @@ class AuthMiddleware:
             return
         try:
             grant = self._stream_grant(scope)  # a browser's stream: ?token=, no key
-            if grant is not None:
-                key = None
-            elif self._remote():  # a database or Redis round trip: off the event loop
-                key = await run_in_threadpool(self._authorize, scope)
-            else:
-                key = self._authorize(scope)
+            key = None if grant is not None else await self._authorize(scope)
         except (AuthError, StorageUnavailableError) as exc:  # key store down: 503, retry
             await _refuse(exc, scope, receive, send)
             return
@@ -237,12 +239,27 @@ class AuthMiddleware:
                 await pool.ensure(tenant)
         await self.app(scope, receive, send)
 
-    def _remote(self) -> bool:
-        """Whether checking a key may wait on the network (PostgreSQL keys, Redis limits)."""
-        if self._offload is None:
-            local_limit = self.limiter is None or isinstance(self.limiter, TokenBuckets)
-            self._offload = not isinstance(self.keys, KeyStore) or not local_limit
-        return self._offload
+    @property
+    def cache(self) -> CachedKeys:
+        """The key checks of requests, cached (``api.keycache``); revocations announced
+        on Redis are followed from the first request on."""
+        if self._cache is None:
+            auth = self.settings.auth
+            self._cache = CachedKeys(
+                self.keys, ttl_s=auth.key_cache_ttl_s, max_entries=auth.key_cache_size
+            )
+            self._listener = RevocationListener(self.settings).start()
+        return self._cache
+
+    def _remote_keys(self) -> bool:
+        """Whether looking a key up may wait on the network (PostgreSQL keys)."""
+        if self._offload_keys is None:
+            self._offload_keys = not isinstance(self.keys, KeyStore)
+        return self._offload_keys
+
+    def _remote_limit(self) -> bool:
+        """Whether taking a token may wait on the network (Redis rate limits)."""
+        return self.limiter is not None and not isinstance(self.limiter, TokenBuckets)
 
     def stream_auth(
         self, app_state: Any, grant: StreamGrant | None, token: str | None
@@ -280,7 +297,9 @@ class AuthMiddleware:
             token, unquote(match["user"])
         )
 
-    def _authorize(self, scope: Scope) -> ApiKey | None:
+    async def _authorize(self, scope: Scope) -> ApiKey | None:
+        """The request's key (None for an open endpoint); raises the refusal. Only a
+        cache miss on a remote key store, or a Redis rate limit, leaves the event loop."""
         needed = required_scope(
             scope["method"], scope["path"], open_docs=self.settings.auth.open_docs
         )
@@ -289,7 +308,13 @@ class AuthMiddleware:
         token = _token(scope["headers"])
         if token is None:
             raise AuthError("an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key'")
-        key = self.keys.verify(token)
+        cache = self.cache
+        key = cache.cached(token)
+        if key is MISS:
+            if self._remote_keys():  # a database round trip: off the event loop
+                key = await run_in_threadpool(cache.verify, token)
+            else:
+                key = cache.verify(token)
         if key is None:
             raise AuthError("the API key is invalid or revoked")
         if not key.allows(needed):
@@ -297,22 +322,30 @@ class AuthMiddleware:
                 f"this key's scopes ({', '.join(sorted(key.scopes))}) do not include {needed!r}"
             )
         if self.limiter is not None:
-            wait = self.limiter.take(key.key_id, key.tenant)
-            if wait > 0:
-                limit = {
-                    "name": "auth.rate_limit",
-                    "per": "api_key",
-                    "key_id": key.key_id,
-                    "rate_per_s": self.limiter.rate,
-                    "burst": int(self.limiter.burst),
-                }
-                raise RateLimitedError(
-                    f"over this key's rate limit (auth.rate_limit: {self.limiter.rate:g}/s, "
-                    f"burst {int(self.limiter.burst)}); retry after {wait:.3f} s",
-                    wait,
-                    limit,
-                )
-        return key
+            if self._remote_limit():
+                await run_in_threadpool(self._take, key)
+            else:
+                self._take(key)
+        return key  # type: ignore[no-any-return]
+
+    def _take(self, key: ApiKey) -> None:
+        """One token of the key's bucket; ``RateLimitedError`` when it is empty."""
+        assert self.limiter is not None
+        wait = self.limiter.take(key.key_id, key.tenant)
+        if wait > 0:
+            limit = {
+                "name": "auth.rate_limit",
+                "per": "api_key",
+                "key_id": key.key_id,
+                "rate_per_s": self.limiter.rate,
+                "burst": int(self.limiter.burst),
+            }
+            raise RateLimitedError(
+                f"over this key's rate limit (auth.rate_limit: {self.limiter.rate:g}/s, "
+                f"burst {int(self.limiter.burst)}); retry after {wait:.3f} s",
+                wait,
+                limit,
+            )
 
 
 async def _refuse(

@@ -127,12 +127,17 @@ def keys_import(
 @keys_app.command("revoke")
 @friendly
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (sck_<id>_…)")]) -> None:
-    """Revoke a key at once (servers check every request)."""
-    store = open_key_store(load_settings())
+    """Revoke a key at once: servers see it at their next check with a SQLite key file
+    or a redis:// state.url (announced there), else within auth.key_cache_ttl_s."""
+    from shopcast.api.keycache import announce_revoked
+
+    settings = load_settings()
+    store = open_key_store(settings)
     try:
         store.revoke(key_id)
     finally:
         store.close()
+    announce_revoked(settings, key_id)
     console.print(f"key {key_id} revoked")
 
 
