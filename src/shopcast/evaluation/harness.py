@@ -40,6 +40,7 @@ from shopcast.models._base import (
     IntArray,
     Interactions,
     RatingPredictor,
+    TimedRatingPredictor,
     Vocabulary,
 )
 
@@ -138,6 +139,7 @@ class RatingTask:
     user: IntArray
     item: IntArray
     rating: FloatArray
+    ts: FloatArray | None = None  # when each rating was given (``TimedRatingPredictor``)
 
 
 def _histories(data: Interactions) -> tuple[IntArray, IntArray]:
@@ -240,7 +242,8 @@ def rating_task(train_frame: pl.DataFrame, test_frame: pl.DataFrame) -> RatingTa
     test = test_frame.filter(pl.col("value").is_not_null())
     user = train.users.indices([subject_key(u) for u in test["user_id"].to_list()])
     item = train.items.indices(test["item_id"].to_list())
-    return RatingTask(train, user, item, test["value"].to_numpy().astype(np.float64))
+    ts = test["ts"].to_numpy().astype(np.float64) if "ts" in test.columns else None
+    return RatingTask(train, user, item, test["value"].to_numpy().astype(np.float64), ts)
 
 
 # -- fitting -----------------------------------------------------------------------------
@@ -409,12 +412,17 @@ def evaluate_ranking(
 
 
 def evaluate_rating(model: Any, task: RatingTask, *, clip: bool = True) -> dict[str, float]:
-    """RMSE and MAE of ``model.predict``; predictions are clipped to the training
+    """RMSE and MAE of ``model.predict`` (``predict_at`` the ratings' times when the
+    model takes them and the task has them); predictions are clipped to the training
     ratings' range when ``clip`` (the same rule for every model)."""
     if not isinstance(model, RatingPredictor):
         raise ModelError(f"{type(model).__name__} does not predict ratings")
     t0 = time.perf_counter()
-    pred = np.asarray(model.predict(task.user, task.item), dtype=np.float64).reshape(-1)
+    if task.ts is not None and isinstance(model, TimedRatingPredictor):
+        raw = model.predict_at(task.user, task.item, task.ts)
+    else:
+        raw = model.predict(task.user, task.item)
+    pred = np.asarray(raw, dtype=np.float64).reshape(-1)
     score_s = time.perf_counter() - t0
     if pred.shape != task.rating.shape:
         raise ModelError(

@@ -20,6 +20,7 @@ from shopcast.models.mf import BiasedMF, BiasedMFALS, SVDpp
 from shopcast.models.popularity import Popularity
 from shopcast.models.rerank import TwoStageRanker
 from shopcast.models.sasrec import SASRec
+from shopcast.models.time_knn import TimeBlend, TimeKNN
 
 #: Every model by its ``name``.
 MODELS: dict[str, type[Recommender]] = {
@@ -42,6 +43,8 @@ MODELS: dict[str, type[Recommender]] = {
         GLocalKBlend,
         KNNBaseline,
         KNNBlend,
+        TimeKNN,
+        TimeBlend,
         TwoStageRanker,
     )
 }
@@ -79,6 +82,8 @@ __all__ = [
     "Recommender",
     "SASRec",
     "SVDpp",
+    "TimeBlend",
+    "TimeKNN",
     "TwoStageRanker",
     "Vocabulary",
     "model_class",

@@ -169,3 +169,15 @@ class RatingPredictor(Protocol):
     """
 
     def predict(self, user: IntArray, item: IntArray) -> FloatArray: ...
+
+
+@runtime_checkable
+class TimedRatingPredictor(Protocol):
+    """Rating models whose prediction depends on when the rating is given.
+
+    ``ts`` holds one epoch-seconds timestamp per (``user``, ``item``) pair; the
+    evaluation harness calls ``predict_at`` instead of ``predict`` when the held-out
+    ratings carry their timestamps (MovieLens does).
+    """
+
+    def predict_at(self, user: IntArray, item: IntArray, ts: FloatArray) -> FloatArray: ...

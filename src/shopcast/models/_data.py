@@ -58,15 +58,47 @@ def explicit_ratings(data: Interactions) -> tuple[IntArray, IntArray, FloatArray
 
     Raises ``ModelError`` when there is none.
     """
-    keep = (data.type == EVENT_CODES[EventType.RATE]) & np.isfinite(data.value)
-    user, item, value = data.user[keep], data.item[keep], data.value[keep]
+    rows = explicit_rating_rows(data)
+    return data.user[rows], data.item[rows], data.value[rows].astype(np.float64)
+
+
+def explicit_rating_rows(data: Interactions) -> IntArray:
+    """Positions in ``data`` of the ratings ``explicit_ratings`` returns, in its order
+    (so ``data.ts[rows]`` are their timestamps). Raises ``ModelError`` when there is none."""
+    keep = np.flatnonzero((data.type == EVENT_CODES[EventType.RATE]) & np.isfinite(data.value))
+    user, item = data.user[keep], data.item[keep]
     if not user.size:
         raise ModelError("no explicit ratings (rate events with a value) to fit on")
     key = user * (int(item.max()) + 1) + item
     # Events are in time order: keep the last occurrence of each (user, item).
     _, last = np.unique(key[::-1], return_index=True)
     pick = np.sort(user.shape[0] - 1 - last)
-    return user[pick], item[pick], value[pick].astype(np.float64)
+    rows: IntArray = keep[pick].astype(np.int64)
+    return rows
+
+
+def als_baselines(
+    user: IntArray,
+    item: IntArray,
+    r: FloatArray,
+    n_users: int,
+    n_items: int,
+    *,
+    reg_users: float,
+    reg_items: float,
+    n_epochs: int,
+) -> tuple[float, FloatArray, FloatArray]:
+    """``(μ, b_u, b_i)`` by ``n_epochs`` rounds of regularized alternating least squares
+    (item biases with ``reg_items``, then user biases with ``reg_users``; Surprise's ALS
+    baselines)."""
+    mu = float(r.mean())
+    bu, bi = np.zeros(n_users), np.zeros(n_items)
+    n_u = np.bincount(user, minlength=n_users)
+    n_i = np.bincount(item, minlength=n_items)
+    for _ in range(n_epochs):
+        bi = np.bincount(item, r - mu - bu[user], n_items) / (reg_items + n_i)
+        bu = np.bincount(user, r - mu - bi[item], n_users) / (reg_users + n_u)
+    return mu, bu, bi
 
 
 class SubjectIndex:

@@ -17,10 +17,11 @@ from shopcast.models._base import (
     Interactions,
     RatingPredictor,
     Recommender,
+    TimedRatingPredictor,
     Vocabulary,
 )
 from shopcast.models._common import gather, load_model, require_fitted, save_model
-from shopcast.models._data import explicit_ratings, n_items_of, subset_rows
+from shopcast.models._data import explicit_rating_rows, explicit_ratings, n_items_of, subset_rows
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,11 @@ class Blend:
         held = _holdout_mask(data, self.holdout, self.seed)
         n = len(self.components)
         if held.sum() > 2 * (n + 1):
-            hu, hi, hr = explicit_ratings(subset_rows(data, held))
+            part = subset_rows(data, held)
+            rows = explicit_rating_rows(part)
+            hu, hi, hr, ht = part.user[rows], part.item[rows], part.value[rows], part.ts[rows]
             train = subset_rows(data, ~held)
-            preds = np.column_stack([m.fit(train).predict(hu, hi) for m in self._build()])
+            preds = np.column_stack([_at(m.fit(train), hu, hi, ht) for m in self._build()])
             self.weights_ = _ridge(preds, hr, self.reg)
         else:  # too few ratings to hold any out: the plain mean
             self.weights_ = np.array([0.0] + [1.0 / n] * n)
@@ -106,6 +109,14 @@ class Blend:
         """Clipped blend of the components' predictions."""
         require_fitted(self, "weights_")
         preds = np.column_stack([_rating(m).predict(user, item) for m in self.components_])
+        blended = self.weights_[0] + preds @ self.weights_[1:]
+        return np.asarray(np.clip(blended, self.r_min_, self.r_max_), dtype=np.float64)
+
+    def predict_at(self, user: IntArray, item: IntArray, ts: FloatArray) -> FloatArray:
+        """``predict`` with each rating's time: components that take it
+        (``TimedRatingPredictor``) predict at ``ts``, the others as in ``predict``."""
+        require_fitted(self, "weights_")
+        preds = np.column_stack([_at(m, user, item, ts) for m in self.components_])
         blended = self.weights_[0] + preds @ self.weights_[1:]
         return np.asarray(np.clip(blended, self.r_min_, self.r_max_), dtype=np.float64)
 
@@ -158,6 +169,13 @@ class Blend:
 def _rating(model: Recommender) -> RatingPredictor:
     assert isinstance(model, RatingPredictor)
     return model
+
+
+def _at(model: Recommender, user: IntArray, item: IntArray, ts: FloatArray) -> FloatArray:
+    """``model``'s ratings at times ``ts`` when it takes them, else its ``predict``."""
+    if isinstance(model, TimedRatingPredictor):
+        return model.predict_at(user, item, ts)
+    return _rating(model).predict(user, item)
 
 
 def _holdout_mask(data: Interactions, fraction: float, seed: int) -> Any:

@@ -28,7 +28,13 @@ import numpy as np
 from shopcast.errors import ConfigError, ModelError
 from shopcast.models._base import Context, FloatArray, IntArray, Interactions, Vocabulary
 from shopcast.models._common import check_positive, gather, load_model, require_fitted, save_model
-from shopcast.models._data import SubjectIndex, explicit_ratings, n_items_of, n_users_of
+from shopcast.models._data import (
+    SubjectIndex,
+    als_baselines,
+    explicit_ratings,
+    n_items_of,
+    n_users_of,
+)
 from shopcast.models.blend import Blend
 
 log = logging.getLogger(__name__)
@@ -102,13 +108,16 @@ class KNNBaseline:
                 f"more than {MAX_CELLS:,} cells"
             )
         self._ratings = (user.astype(np.int64), item.astype(np.int64), r.astype(np.float64))
-        mu = float(r.mean())
-        bu, bi = np.zeros(n_users), np.zeros(n_items)
-        n_u = np.bincount(user, minlength=n_users)
-        n_i = np.bincount(item, minlength=n_items)
-        for _ in range(self.n_epochs):
-            bi = np.bincount(item, r - mu - bu[user], n_items) / (self.reg_items + n_i)
-            bu = np.bincount(user, r - mu - bi[item], n_users) / (self.reg_users + n_u)
+        mu, bu, bi = als_baselines(
+            user,
+            item,
+            r,
+            n_users,
+            n_items,
+            reg_users=self.reg_users,
+            reg_items=self.reg_items,
+            n_epochs=self.n_epochs,
+        )
         resid = np.zeros((n_users, n_items))
         mask = np.zeros((n_users, n_items))
         resid[user, item] = r - mu - bu[user] - bi[item]
