@@ -20,6 +20,7 @@ from shopcast.models.mf import BiasedMF, BiasedMFALS, SVDpp
 from shopcast.models.popularity import Popularity
 from shopcast.models.rerank import TwoStageRanker
 from shopcast.models.sasrec import SASRec
+from shopcast.models.seqrank import SequenceRanker
 from shopcast.models.time_knn import TimeBlend, TimeKNN
 
 #: Every model by its ``name``.
@@ -46,6 +47,7 @@ MODELS: dict[str, type[Recommender]] = {
         TimeKNN,
         TimeBlend,
         TwoStageRanker,
+        SequenceRanker,
     )
 }
 
@@ -82,6 +84,7 @@ __all__ = [
     "Recommender",
     "SASRec",
     "SVDpp",
+    "SequenceRanker",
     "TimeBlend",
     "TimeKNN",
     "TwoStageRanker",
