@@ -122,6 +122,18 @@ class RecommendSettings(BaseModel):
         description="Scales the 'recently viewed' source's blend weight in every scene "
         "(items of the live session looked at and not bought; 0 turns it off)",
     )
+    result_cache: bool = Field(
+        True,
+        description="Keep each shopper's ranked candidate list (serving/result_cache.py): "
+        "reused while the shopper's live session, filters, catalog and model are unchanged",
+    )
+    result_cache_size: int = Field(10_000, ge=1, description="Ranked lists kept (LRU)")
+    result_cache_ttl_s: float = Field(
+        30.0,
+        gt=0,
+        description="Age after which a kept list is recomputed (bounds what other "
+        "shoppers' events taught the online models meanwhile)",
+    )
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "view": 1.0,

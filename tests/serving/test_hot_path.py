@@ -117,7 +117,8 @@ def test_explain_asks_only_the_models_of_the_slots_shown(tmp_path: Path) -> None
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         model_dir=tmp_path / "models",
-        recommend=RecommendSettings(log_impressions=False),
+        # the test swaps a source under the pipeline: every request must compute
+        recommend=RecommendSettings(log_impressions=False, result_cache=False),
     )
     store = open_store(settings.database_url)
     history = []

@@ -39,6 +39,7 @@ from shopcast.privacy.unlearn import unlearn_bundle
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.impressions import ImpressionLog
 from shopcast.serving.pipeline import RecommendPipeline, RecommendRequest
+from shopcast.serving.result_cache import ResultCache
 from shopcast.storage import Store
 from shopcast.training.bundle import (
     AGGREGATE_ROLES,
@@ -50,6 +51,17 @@ from shopcast.training.bundle import (
 from shopcast.training.registry import open_registry
 
 log = logging.getLogger(__name__)
+
+
+def _subjects(events: Sequence[Event]) -> set[str]:
+    """The live-session keys an event batch touches (user and session alike)."""
+    out: set[str] = set()
+    for e in events:
+        if e.user_id is not None:
+            out.add(f"u:{e.user_id}")
+        if e.session_id is not None:
+            out.add(f"s:{e.session_id}")
+    return out
 
 
 def interactions_from_events(
@@ -192,6 +204,7 @@ class Engine:
         number ``until`` when given; no lock needed)."""
         catalog = CatalogIndex(bundle.items)
         catalog.upsert(self.store.items.scan())
+        cfg = self.settings.recommend
         pipeline = RecommendPipeline(
             bundle,
             catalog,
@@ -202,6 +215,11 @@ class Engine:
             source_timeout_s=self.settings.recommend.source_timeout_ms / 1000,
             profiles=self.profiles,
             recently_viewed_weight=self.settings.recommend.recently_viewed_weight,
+            cache=(
+                ResultCache(cfg.result_cache_size, cfg.result_cache_ttl_s)
+                if cfg.result_cache
+                else None
+            ),
         )
         serving = _Serving(bundle, catalog, Vocabulary(), pipeline)
         self.history_cutoff = bundle.trained_until
@@ -247,6 +265,7 @@ class Engine:
     def catch_up(self) -> int:
         """Learn the events committed after the bundle was trained; returns how many."""
         with self._lock:
+            self._invalidate(None)
             return self._serving.catch_up(
                 self.store,
                 learn=self.settings.recommend.online_learning,
@@ -266,6 +285,7 @@ class Engine:
             if cfg.live_sessions:
                 self.sessions.observe(list(events))
             self.profiles.observe(events)
+            self._invalidate(_subjects(events))
         self._notify("observe", events)
 
     def publish(self, events: Sequence[Event], after_seq: int) -> None:
@@ -302,6 +322,19 @@ class Engine:
             if self.settings.recommend.online_learning:
                 self._learn(events)
             self.profiles.observe(events)
+            self._invalidate(_subjects(events))
+
+    def _invalidate(self, subjects: Collection[str] | None) -> None:
+        """Drop the kept ranked lists of these shoppers (``u:<id>``, ``s:<id>``; None:
+        of everyone) in every serving: their next request computes afresh."""
+        for serving in (self._serving, *self._variants.values()):
+            cache = serving.pipeline.cache
+            if cache is None:
+                continue
+            if subjects is None:
+                cache.clear()
+            else:
+                cache.invalidate(subjects)
 
     def _stream_position(self) -> str | None:
         """The newest event-stream id; None without a bus or while Redis is down."""
@@ -410,6 +443,7 @@ class Engine:
         moved = self.store.events.assign_session(session_id, user_id)
         with self._lock:
             self.sessions.merge(f"s:{session_id}", f"u:{user_id}")
+            self._invalidate([f"s:{session_id}", f"u:{user_id}"])
         if moved:
             self.profiles.replay(user_id)  # the session's events are now the user's
             self._targeter = None  # rows changed owner in place: rebuild on next use
@@ -419,6 +453,7 @@ class Engine:
         self.sessions.forget(f"u:{user_id}")
         self.profiles.forget(user_id)
         with self._lock:
+            self._invalidate([f"u:{user_id}"])
             if self._targeter is not None:
                 self._targeter.forget(user_id)
 
@@ -427,6 +462,7 @@ class Engine:
         self._withdraw_consent(users)
         self.profiles.upsert_users(users)
         with self._lock:
+            self._invalidate([f"u:{u.user_id}" for u in users])
             if self._targeter is not None:
                 self._targeter.upsert_users(users)
 
@@ -451,6 +487,7 @@ class Engine:
                         fitted_until=self.history_cutoff,
                         roles=personal,
                     )
+                    self._invalidate(None)  # the models changed for everyone
                 schedule_retrain(
                     self.settings.model_dir, "consent", registry=open_registry(self.settings)
                 )
@@ -466,6 +503,7 @@ class Engine:
             )
             profile = user_id in self.profiles.states or user_id in self.profiles.users
             self._variants.clear()  # experiment variants reload (from pruned versions)
+            self._invalidate(None)  # the models changed for everyone
             sessions = len(self.sessions)
             self.forget_user(user_id)
             live = sessions - len(self.sessions)

@@ -17,6 +17,11 @@
 - **placements**: merchandiser pins and sponsored slots.
 - **explain**: a reason per item ("because you viewed X", "popular in Y", "sponsored").
 
+With a ``ResultCache`` (``result_cache.py``, the engine's default), candidates → rank →
+rules are computed once per shopper, scene, filters, live session, catalog revision and
+model, then reused (less the page's shown items and ``exclude``) until one of those
+changes or ``ttl_s`` passes; rerank, placements and explain run on every request.
+
 A source that fails is skipped and named in ``degraded``; if the pipeline itself
 fails, the answer falls back to popular in-stock items: a model never turns a
 request into a 5xx.
@@ -28,7 +33,8 @@ import concurrent.futures
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -40,6 +46,14 @@ from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.factor_source import FactorSource
 from shopcast.serving.ranker import LearnedRanker, RankStage, UserStates
 from shopcast.serving.rerank import MMR
+from shopcast.serving.result_cache import (
+    EXCLUDE_MARGIN,
+    CachedRanking,
+    ResultCache,
+    cache_key,
+    rerank_depth,
+    subjects_of,
+)
 from shopcast.serving.rules import (
     Boosts,
     ExcludeSeen,
@@ -143,6 +157,7 @@ class RecommendPipeline:
         profiles: UserStates | None = None,
         source_timeout_s: float = 0.05,
         recently_viewed_weight: float = 1.0,
+        cache: ResultCache | None = None,
     ) -> None:
         merch = merchandising or MerchandisingSettings()
         self.source_timeout_s = source_timeout_s
@@ -176,16 +191,14 @@ class RecommendPipeline:
         self.rerank = MMR(catalog, merch.diversity)
         self.placements: list[Placement] = [Pins(catalog, merch), Sponsored(catalog, merch)]
         self.ranker = _rank_stage(bundle, catalog, profiles)
+        #: Ranked lists per shopper (``result_cache.py``); None: every request computes.
+        self.cache = cache
 
     def run(self, request: RecommendRequest, now: float) -> Recommendation:
         degraded: list[str] = []
         try:
             shopper = self.context(request, now, degraded)
-            because: dict[str, tuple[IntArray, IntArray]] = {}
-            candidates = self.candidates(shopper, request, degraded, because)
-            ranked = self.rank(candidates, request, shopper, degraded)
-            for rule in self.rules:
-                ranked = rule(ranked, shopper, request)
+            ranked, because = self.ranked(shopper, request, degraded)
             order = self.rerank(ranked, request.k)
             slate = [
                 Slot(int(ranked.items[p]), float(ranked.scores[p]), ranked.sources[p])
@@ -273,6 +286,71 @@ class RecommendPipeline:
             shown={i for i in vocab.indices(shown).tolist() if i >= 0},
         )
 
+    def ranked(
+        self, shopper: Shopper, request: RecommendRequest, degraded: list[str]
+    ) -> tuple[Ranked, dict[str, tuple[IntArray, IntArray]]]:
+        """candidates → rank → rules: the pool rerank picks from, and the contributors
+        of its co-visitation items (``Candidates.because``) for explain.
+
+        With the result cache (``result_cache.py``), a shopper whose live session,
+        filters, catalog and model are as at an earlier request gets that request's
+        list, less this request's shown items and ``exclude``."""
+        cache = self.cache
+        key: tuple[Hashable, ...] | None = None
+        if cache is not None and not degraded and self._cacheable():
+            key = cache_key(
+                request,
+                shopper,
+                self._count(shopper, request),
+                self.bundle.version,
+                self.catalog.revision,
+            )
+            hit = cache.get(key)
+            if hit is not None:
+                found = hit.for_request(self._dropped(shopper, request), request.k)
+                if found is not None:
+                    return found, hit.because
+        because: dict[str, tuple[IntArray, IntArray]] = {}
+        already = len(degraded)
+        candidates = self.candidates(shopper, request, degraded, because)
+        ranked = self.rank(candidates, request, shopper, degraded)
+        if key is None or cache is None or len(degraded) > already:
+            return self.apply_rules(ranked, shopper, request), because
+        # The rules without the page's shown items and the request's exclude list, kept;
+        # those two are dropped per request (each rule keeps or scales items one by one).
+        general = self.apply_rules(
+            ranked, replace(shopper, shown=set()), replace(request, exclude=())
+        )
+        keep = rerank_depth(request.k) + len(shopper.shown) + EXCLUDE_MARGIN
+        entry = CachedRanking.of(general, because, keep, time.monotonic())
+        cache.put(key, entry, subjects_of(request))
+        drop = self._dropped(shopper, request)
+        return (general.keep(~np.isin(general.items, drop)) if drop.size else general), because
+
+    def apply_rules(self, ranked: Ranked, shopper: Shopper, request: RecommendRequest) -> Ranked:
+        for rule in self.rules:
+            ranked = rule(ranked, shopper, request)
+        return ranked
+
+    def _cacheable(self) -> bool:
+        """The rules are the per-item ones the cache knows (not replaced or wrapped)."""
+        return all(type(rule) in _PER_ITEM_RULES for rule in self.rules)
+
+    def _count(self, shopper: Shopper, request: RecommendRequest) -> int:
+        """Candidates asked of each source."""
+        return request.k + len(shopper.purchases) + len(shopper.shown) + HEADROOM
+
+    def _dropped(self, shopper: Shopper, request: RecommendRequest) -> IntArray:
+        """The items ``ExcludeSeen`` drops for this request alone: shown on the earlier
+        pages of the listing and the request's ``exclude``."""
+        if not shopper.shown and not request.exclude:
+            return np.empty(0, np.int64)
+        out = set(shopper.shown)
+        if request.exclude:
+            found = self.catalog.vocab.indices(list(request.exclude)).tolist()
+            out.update(i for i in found if i >= 0)
+        return np.fromiter(out, np.int64, len(out))
+
     def candidates(
         self,
         shopper: Shopper,
@@ -286,7 +364,7 @@ class RecommendPipeline:
 
         ``because`` receives, per source that knows them, its items and the context
         item each was proposed because of (``Candidates.because``) for ``explain``."""
-        n = request.k + len(shopper.purchases) + len(shopper.shown) + HEADROOM
+        n = self._count(shopper, request)
         scene = self.scenes[request.scene]
         names = [name for name in scene if name in self.sources]
         degraded.extend(name for name in scene if name not in self.sources)
@@ -491,6 +569,10 @@ class RecommendPipeline:
         hits = np.flatnonzero(ctx.recent_items == item)
         default = _BECAUSE[EVENT_CODES[EventType.VIEW]]
         return _BECAUSE.get(int(ctx.recent_types[hits[-1]]), default) if hits.size else default
+
+
+#: Rules that keep, drop or scale each item on its own (the result cache relies on it).
+_PER_ITEM_RULES = (ExcludeSeen, InStock, RequestFilters, Boosts)
 
 
 def scene_weights(recently_viewed: float = 1.0) -> dict[str, dict[str, float]]:
