@@ -10,7 +10,7 @@ import pytest
 from shopcast.domain import EventType
 from shopcast.errors import ConfigError
 from shopcast.evaluation.harness import RatingTask, evaluate_rating
-from shopcast.models import Blend, Interactions, TimeKNN, Vocabulary
+from shopcast.models import Blend, Context, Interactions, TimeBlend, TimeKNN, Vocabulary
 from shopcast.models._base import EVENT_CODES, TimedRatingPredictor
 
 from .test_glocalk import rmse
@@ -78,6 +78,19 @@ def test_a_prediction_matches_a_hand_computation() -> None:
     assert model.time_offset(hu[:1], ht[:1])[0] != 0.0
 
 
+def test_causal_uses_only_the_earlier_ratings() -> None:
+    train, *_ = moody(seed=4)
+    model = TimeKNN(bandwidth=HOUR, causal=True).fit(train)
+    u = int(train.user[0])
+    first = float(train.ts[train.user == u].min())
+    later = float(train.ts[train.user == u].max()) + 1.0
+    offsets = model.time_offset(np.array([u, u]), np.array([first, later]))
+    assert offsets[0] == 0.0  # nothing before the user's first rating
+    assert offsets[1] != 0.0
+    both = TimeKNN(bandwidth=HOUR).fit(train).time_offset(np.array([u]), np.array([first]))
+    assert both[0] != 0.0
+
+
 def test_unknown_users_and_missing_times_get_the_baselines() -> None:
     train, *_ = moody()
     model = TimeKNN().fit(train)
@@ -118,6 +131,40 @@ def test_blend_weighs_the_time_member_at_the_held_out_times() -> None:
     ).fit(train)
     assert blend.weights_[2] > 0.5  # learned from time_knn's predictions at the times
     assert rmse(blend.predict_at(hu, hi, ht), hr) < 0.7 * rmse(blend.predict(hu, hi), hr)
+
+
+def test_feature_weighted_blend_scores_as_it_predicts_and_survives_saving(
+    tmp_path: Path,
+) -> None:
+    train, hu, hi, hr, ht = moody(seed=5)
+    blend = Blend(
+        components=[["knn_baseline", {"user_based": False}], ["time_knn", {"bandwidth": HOUR}]],
+        feature_weighted=True,
+    ).fit(train)
+    assert blend.weights_.shape == (3 * 2 + 3,)
+    assert np.all(blend.weights_[3:] != 0.0)  # the support terms are fitted
+    assert rmse(blend.predict_at(hu, hi, ht), hr) < 0.5
+    # score_all's row of a user is the unclipped blend of every item for that user
+    u, now = int(hu[0]), float(ht[0])
+    items = np.arange(len(train.items))
+    row = blend.score_all([Context(now=now, user_id=str(u))])[0]
+    expected = blend.predict_at(np.full(items.shape, u), items, np.full(items.shape, now))
+    inside = (expected > blend.r_min_) & (expected < blend.r_max_)
+    np.testing.assert_allclose(row[inside], expected[inside])
+    blend.save(tmp_path / "b")
+    loaded = Blend.load(tmp_path / "b", train.items)
+    np.testing.assert_array_equal(loaded.predict_at(hu, hi, ht), blend.predict_at(hu, hi, ht))
+
+
+def test_a_saved_time_blend_keeps_its_weighting(tmp_path: Path) -> None:
+    train, hu, hi, _, ht = moody(seed=6)
+    small = [["knn_baseline", {"user_based": True}], ["time_knn", {"bandwidth": HOUR}]]
+    for weighted in (False, True):
+        blend = TimeBlend(components=small, feature_weighted=weighted).fit(train)
+        blend.save(tmp_path / str(weighted))
+        loaded = TimeBlend.load(tmp_path / str(weighted), train.items)
+        assert loaded.feature_weighted is weighted
+        np.testing.assert_array_equal(loaded.predict_at(hu, hi, ht), blend.predict_at(hu, hi, ht))
 
 
 class _Clock:
