@@ -10,7 +10,15 @@ import pytest
 from shopcast.domain import EventType
 from shopcast.errors import ConfigError
 from shopcast.evaluation.harness import RatingTask, evaluate_rating
-from shopcast.models import Blend, Context, Interactions, TimeBlend, TimeKNN, Vocabulary
+from shopcast.models import (
+    Baselines,
+    Blend,
+    Context,
+    Interactions,
+    TimeBlend,
+    TimeKNN,
+    Vocabulary,
+)
 from shopcast.models._base import EVENT_CODES, TimedRatingPredictor
 
 from .test_glocalk import rmse
@@ -100,6 +108,15 @@ def test_unknown_users_and_missing_times_get_the_baselines() -> None:
     got = model.predict_at(user, item, ts)
     np.testing.assert_allclose(got[:2], model.predict(user[:2], item[:2]))
     assert got[3] == pytest.approx(np.clip(model.mu_ + model.item_bias_[2], 1, 5))
+
+
+def test_baselines_are_time_knn_without_the_kernel() -> None:
+    train, hu, hi, *_ = moody(seed=7)
+    base = Baselines().fit(train)
+    assert not isinstance(base, TimedRatingPredictor)
+    np.testing.assert_allclose(base.predict(hu, hi), TimeKNN().fit(train).predict(hu, hi))
+    got = base.predict(np.array([-1]), np.array([3]))[0]
+    assert got == pytest.approx(np.clip(base.mu_ + base.item_bias_[3], 1, 5))
 
 
 def test_saved_model_predicts_the_same(tmp_path: Path) -> None:
