@@ -21,7 +21,7 @@ from shopcast.models.popularity import Popularity
 from shopcast.models.rerank import TwoStageRanker
 from shopcast.models.sasrec import SASRec
 from shopcast.models.seqrank import SequenceRanker
-from shopcast.models.time_knn import TimeBlend, TimeKNN
+from shopcast.models.time_knn import Baselines, TimeBlend, TimeKNN
 
 #: Every model by its ``name``.
 MODELS: dict[str, type[Recommender]] = {
@@ -44,6 +44,7 @@ MODELS: dict[str, type[Recommender]] = {
         GLocalKBlend,
         KNNBaseline,
         KNNBlend,
+        Baselines,
         TimeKNN,
         TimeBlend,
         TwoStageRanker,
@@ -64,6 +65,7 @@ def model_class(name: str) -> type[Recommender]:
 __all__ = [
     "EASE",
     "MODELS",
+    "Baselines",
     "BayesianMF",
     "BiasedMF",
     "BiasedMFALS",
