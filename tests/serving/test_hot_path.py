@@ -24,7 +24,7 @@ from shopcast.models._base import Context, Vocabulary
 from shopcast.serving.catalog import CatalogIndex
 from shopcast.serving.engine import Engine
 from shopcast.serving.pipeline import RecommendRequest
-from shopcast.serving.rerank import MMR, title_key
+from shopcast.serving.rerank import MMR, OWN_SOURCES, title_key
 from shopcast.serving.rules import Ranked
 from shopcast.serving.sources import BuyAgainSource, Candidates, Shopper
 from shopcast.storage import open_store
@@ -46,11 +46,12 @@ def _reference_mmr(catalog: CatalogIndex, lam: float, ranked: Ranked, k: int) ->
         item = catalog.get(idx)
         dup.append(title_key(item.title) if item is not None else None)
     leaf, top = np.asarray(leaf_l), np.asarray(top_l)
+    own = np.asarray([ranked.sources[p] in OWN_SOURCES for p in pool.tolist()], dtype=bool)
     chosen: list[int] = []
     max_sim = np.zeros(pool.shape[0])
     available = np.ones(pool.shape[0], dtype=bool)
     while len(chosen) < min(k, pool.shape[0]):
-        gain = (1 - lam) * rel - lam * max_sim
+        gain = (1 - lam) * rel - lam * np.where(own, 0.0, max_sim)
         gain[~available] = -np.inf
         if chosen and dup[chosen[-1]] is not None:
             twins = np.array([d == dup[chosen[-1]] for d in dup]) & available
@@ -86,7 +87,11 @@ def test_mmr_matches_the_string_based_reference(seed: int) -> None:
         for k in (1, 5, 10, 20):
             items = np.asarray(rng.sample(range(n), rng.randint(1, n)), dtype=np.int64)
             scores = np.asarray([rng.choice([0.1, 0.5, rng.random()]) for _ in items])
-            ranked = Ranked(items, scores, ["covisit"] * items.shape[0])
+            sources = [
+                rng.choice(["covisit", "popular", "recently_viewed", "buy_again"])
+                for _ in range(items.shape[0])
+            ]
+            ranked = Ranked(items, scores, sources)
             got = MMR(catalog, lam)(ranked, k)
             np.testing.assert_array_equal(got, _reference_mmr(catalog, lam, ranked, k))
 

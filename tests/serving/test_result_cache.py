@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shopcast.config import RecommendSettings, Settings
-from shopcast.domain import Event, Recommendation
+from shopcast.domain import Event, Recommendation, RecommendedItem
 from shopcast.ingest.importer import import_events, import_items, import_users
 from shopcast.serving import result_cache
 from shopcast.serving.engine import Engine
@@ -25,6 +25,8 @@ from shopcast.storage import Store, open_store
 from shopcast.training.bundle import save_bundle, train_bundle
 
 NOW = 1_800_000_000.0
+#: The fields explain sets (the others keep their defaults, as unset).
+BUILT = {"item_id", "score", "source", "reason", "sponsored", "title", "category", "price"}
 
 
 def _settings(tmp_path: Path, cache: bool, **extra: Any) -> Settings:
@@ -102,6 +104,11 @@ def test_cached_answers_equal_uncached_ones(
             want, got = plain.recommend(request), cached.recommend(request)
             assert got.degraded == want.degraded == []
             assert _answer(got) == _answer(want), request
+            for item in got.items:  # built without validation: as validation builds it
+                fields = {f: getattr(item, f) for f in BUILT}
+                again = RecommendedItem(**fields)
+                assert again.model_dump() == item.model_dump()
+                assert again.model_fields_set == item.model_fields_set == BUILT
     assert _cache(cached).hits >= 4 * len(users)
 
 

@@ -463,26 +463,34 @@ class RecommendPipeline:
             else ctx
         )
         chosen = np.asarray([s.item for s in slate], dtype=np.int64)
+        slot_sources = [s.source for s in slate]
         contributors = np.full(chosen.shape[0], -1, np.int64)
         if basis.size and chosen.size:
             # Only the slots a reason is built for: each model's contributors walk
             # the rows of every basis item, the costliest step of a request.
             together = self.bundle.bought_together
             for model, source in ((self.bundle.covisit, "covisit"), (together, "bought_together")):
-                use = np.asarray([s.source == source for s in slate], dtype=bool)
+                if source not in slot_sources:
+                    continue
+                use = np.asarray([s == source for s in slot_sources], dtype=bool)
                 known = because.get(source) if because is not None else None
-                if known is not None and use.any():
+                if known is not None:
                     found = _lookup_sorted(known[0], known[1], chosen)
                     contributors[use & (found >= -1)] = found[use & (found >= -1)]
                     use &= found < -1  # not among the source's items: ask the model
                 if model is not None and use.any():
                     contributors[use] = model.contributors(basis_ctx, chosen[use])
-        latest_category = self.catalog.latest_category(basis)
+        catalog, vocab = self.catalog, self.bundle.items
+        latest_category: str | None = None
+        if "category_popular" in slot_sources:
+            latest_category = catalog.latest_category(basis)
+        # The shopper's latest event type per item, for "because you <did> X".
+        last_type: dict[int, int] | None = None
         out: list[RecommendedItem] = []
         for pos, slot in enumerate(slate):
             source, contributor = slot.source, int(contributors[pos])
             if source in ("covisit", "bought_together") and contributor >= 0:
-                title = self.catalog.title(contributor)
+                title = catalog.title(contributor)
                 if request.scene == "cart":
                     reason = f"goes with {title} in your cart"
                 elif source == "bought_together":
@@ -490,11 +498,15 @@ class RecommendPipeline:
                 elif anchored:
                     reason = f"often viewed with {title}"
                 else:
-                    reason = self._because(ctx, contributor).format(title)
+                    if last_type is None:
+                        last_type = dict(
+                            zip(ctx.recent_items.tolist(), ctx.recent_types.tolist(), strict=True)
+                        )
+                    reason = _because_type(last_type.get(contributor)).format(title)
             elif source == "sequence":
                 latest = int(basis[-1]) if basis.size else -1
                 reason = (
-                    f"what shoppers pick next after {self.catalog.title(latest)}"
+                    f"what shoppers pick next after {catalog.title(latest)}"
                     if latest >= 0
                     else "picked for you"
                 )
@@ -517,16 +529,17 @@ class RecommendPipeline:
                 source, reason = "popular", f"popular in {request.category}"
             else:
                 source, reason = "popular", "popular right now"
-            item = self.catalog.get(slot.item)
+            item = catalog.get(slot.item)
+            # Every field is built here with its type: no validation needed.
             out.append(
-                RecommendedItem(
-                    item_id=self.bundle.items.id(slot.item),
+                RecommendedItem.model_construct(
+                    item_id=vocab.id(slot.item),
                     score=round(slot.score, 6),
                     source=source,
                     reason=reason,
                     sponsored=slot.source == "sponsored",
                     title=item.title if item else None,
-                    category=item.category if item else [],
+                    category=list(item.category) if item else [],
                     price=item.price if item else None,
                 )
             )
@@ -567,8 +580,13 @@ class RecommendPipeline:
     def _because(ctx: Context, item: int) -> str:
         """The phrase for the shopper's latest action on ``item``."""
         hits = np.flatnonzero(ctx.recent_items == item)
-        default = _BECAUSE[EVENT_CODES[EventType.VIEW]]
-        return _BECAUSE.get(int(ctx.recent_types[hits[-1]]), default) if hits.size else default
+        return _because_type(int(ctx.recent_types[hits[-1]]) if hits.size else None)
+
+
+def _because_type(code: int | None) -> str:
+    """The phrase for an action of this event type code (a view when unknown)."""
+    default = _BECAUSE[EVENT_CODES[EventType.VIEW]]
+    return default if code is None else _BECAUSE.get(code, default)
 
 
 #: Rules that keep, drop or scale each item on its own (the result cache relies on it).

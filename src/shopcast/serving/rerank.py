@@ -59,28 +59,36 @@ class MMR:
         if n == 0:
             return np.empty(0, np.int64)
         pool = np.argsort(-ranked.scores, kind="stable")[: max(4 * k, k + 20)]
+        m = pool.shape[0]
         rel = _unit(ranked.scores[pool])
         leaf, top, dup = self._keys(ranked.items[pool])
         lam = self.diversity
-        own = np.asarray([ranked.sources[p] in OWN_SOURCES for p in pool.tolist()], dtype=bool)
+        sources = ranked.sources
+        own = np.fromiter((sources[p] in OWN_SOURCES for p in pool.tolist()), bool, m)
+        # Similarity of every pair once (row: the picked item): 1 same leaf category or
+        # near-duplicate titles, 0.5 same top-level category, 0 for items without one;
+        # the penalty row of a pick is lam * similarity, 0 for the shopper's own items.
+        sim = np.where(leaf[:, None] == leaf, 1.0, np.where(top[:, None] == top, 0.5, 0.0))
+        sim[:, leaf == 0] = 0.0
+        twin = (dup[:, None] == dup) & (dup >= 0)[:, None]
+        sim[twin] = 1.0
+        penalty = lam * sim
+        penalty[:, own] = 0.0
+        base = (1 - lam) * rel
+        worst = np.zeros(m)  # the largest penalty of each item so far
+        available = np.ones(m, dtype=bool)
         chosen: list[int] = []
-        max_sim = np.zeros(pool.shape[0])
-        available = np.ones(pool.shape[0], dtype=bool)
-        while len(chosen) < min(k, pool.shape[0]):
-            gain = (1 - lam) * rel - lam * np.where(own, 0.0, max_sim)
+        for _ in range(min(k, m)):
+            gain = base - worst
             gain[~available] = -np.inf
-            if chosen and dup[chosen[-1]] >= 0:  # never a near-duplicate next
-                twins = (dup == dup[chosen[-1]]) & available
-                if (available & ~twins).any():
+            if chosen:  # never a near-duplicate next
+                twins = twin[chosen[-1]] & available
+                if twins.any() and (available & ~twins).any():
                     gain[twins] = -np.inf
             pick = int(np.argmax(gain))
             chosen.append(pick)
             available[pick] = False
-            sim = np.where(leaf == leaf[pick], 1.0, np.where(top == top[pick], 0.5, 0.0))
-            sim[leaf == 0] = 0.0
-            if dup[pick] >= 0:
-                sim[dup == dup[pick]] = 1.0
-            max_sim = np.maximum(max_sim, sim)
+            np.maximum(worst, penalty[pick], out=worst)
         return pool[np.asarray(chosen, dtype=np.int64)]
 
     def _keys(self, items: IntArray) -> tuple[IntArray, IntArray, IntArray]:
