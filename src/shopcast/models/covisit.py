@@ -32,6 +32,8 @@ REBASE_HALF_LIVES = 16.0
 #: After ``unlearn``, a pair weight within this fraction of what it was is rounding
 #: (float32 storage): removed.
 UNLEARN_RESIDUE = 1e-5
+#: Rows kept by ``_row`` (~1.6 KB each at 100 neighbours); all dropped when full.
+ROW_CACHE = 8_192
 
 
 class CoVisitation:
@@ -224,6 +226,7 @@ class CoVisitation:
         left.eliminate_zeros()
         left.sort_indices()
         self.matrix_ = left.astype(np.float32)
+        self._rows.clear()
 
     def score(self, context: Context, candidates: IntArray) -> FloatArray:
         require_fitted(self, "matrix_")
@@ -332,9 +335,24 @@ class CoVisitation:
         return parts, inverse.reshape(-1), recent, norm
 
     def _row(self, r: int) -> tuple[IntArray, FloatArray]:
-        """Column indices (sorted) and positive weights of row ``r``, delta included."""
+        """Column indices (sorted) and positive weights of row ``r``, delta included.
+
+        Rows are kept once read (a request reads the rows of every session item, and
+        the same items' rows again on the next requests) until the row changes:
+        ``_bump`` drops the row it adds to, ``_merge``/``_rebase``/``unlearn``/``fit``/
+        ``load`` all rows. Callers must not write into the arrays returned."""
         if not 0 <= r < self.n_items_:
             return np.empty(0, np.int64), np.empty(0, np.float64)
+        rows = self.__dict__.setdefault("_rows", {})
+        found = rows.get(r)
+        if found is not None:
+            return found
+        if len(rows) >= ROW_CACHE:
+            rows.clear()
+        found = rows[r] = self._read_row(r)
+        return found
+
+    def _read_row(self, r: int) -> tuple[IntArray, FloatArray]:
         m = self.matrix_
         if r < m.shape[0]:
             lo, hi = m.indptr[r], m.indptr[r + 1]
@@ -352,11 +370,13 @@ class CoVisitation:
         return cols[positive], vals[positive]
 
     def _reset_online(self) -> None:
+        self._rows: dict[int, tuple[IntArray, FloatArray]] = {}
         self.delta_ = {}
         self.recent_ = OrderedDict()
         self._delta_entries = 0
 
     def _bump(self, a: int, b: int, v: float) -> None:
+        self._rows.pop(a, None)
         row = self.delta_.setdefault(a, {})
         old = row.get(b)
         if old is None:
@@ -383,6 +403,7 @@ class CoVisitation:
             self.delta_ = {}
             self._delta_entries = 0
         self.matrix_ = m
+        self._rows.clear()
 
     def _rebase(self, t_ref: float) -> None:
         """Move ``t_ref_`` to ``t_ref``, rescaling all learned weights."""
@@ -390,6 +411,7 @@ class CoVisitation:
         self.matrix_.data *= np.float32(2.0 ** ((self.t_ref_ - t_ref) / self._half_life))
         self.matrix_.eliminate_zeros()
         self.t_ref_ = t_ref
+        self._rows.clear()
 
 
 def _concat(parts: list[Any], dtype: type[np.generic]) -> Any:
