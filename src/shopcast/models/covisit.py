@@ -343,7 +343,7 @@ class CoVisitation:
         ``load`` all rows. Callers must not write into the arrays returned."""
         if not 0 <= r < self.n_items_:
             return np.empty(0, np.int64), np.empty(0, np.float64)
-        rows = self.__dict__.setdefault("_rows", {})
+        rows: dict[int, tuple[IntArray, FloatArray]] = self.__dict__.setdefault("_rows", {})
         found = rows.get(r)
         if found is not None:
             return found
