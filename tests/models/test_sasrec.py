@@ -79,12 +79,16 @@ def test_seen_pairs_leave_out_each_position_s_target() -> None:
     assert pairs == [(0, 1), (1, 2), (2, 1), (2, 2), (2, 1)]
 
 
-def test_masked_softmax_matches_cross_entropy_without_the_masked_items() -> None:
+@pytest.mark.parametrize("chunk", [128, 2])
+def test_masked_softmax_matches_cross_entropy_without_the_masked_items(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tnet, "CE_CHUNK", chunk)  # 2: rows in blocks of two, masks split
     gen = torch.Generator().manual_seed(1)
     h = torch.randn(3, 4, generator=gen, requires_grad=True)
     table = torch.randn(6, 4, generator=gen, requires_grad=True)
     target = torch.tensor([0, 5, 2])
-    masked = (torch.tensor([0, 1, 1]), torch.tensor([3, 0, 4]))
+    masked = (torch.tensor([2, 0, 1, 1]), torch.tensor([1, 3, 0, 4]))
     loss = tnet.full_softmax_ce(h, table, target, 0.0, tnet.Workspace(), masked)
     ours = torch.autograd.grad(loss, (h, table))
     logits = (h @ table.T).index_put(masked, torch.tensor(float("-inf")))
@@ -137,7 +141,9 @@ def EVENT_CODES_OF(name: str) -> int:
     return next(code for t, code in EVENT_CODES.items() if t.value == name)
 
 
-def test_full_softmax_matches_cross_entropy() -> None:
+@pytest.mark.parametrize("chunk", [128, 3])
+def test_full_softmax_matches_cross_entropy(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tnet, "CE_CHUNK", chunk)  # 3: blocks of 3, 3 and 1 rows
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(7, 5, generator=gen, requires_grad=True)
     table = torch.randn(11, 5, generator=gen, requires_grad=True)
@@ -217,6 +223,22 @@ def test_refit_trains_the_best_epoch_count_on_every_item(extra: dict[str, Any]) 
     assert not np.array_equal(refit.score_all(contexts), selection.score_all(contexts))
 
 
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_stops_before_an_epoch_that_would_not_fit(clock: str, tmp_path: Path) -> None:
+    # A budget smaller than one epoch: the first epoch runs, no second one starts
+    # (selection and refit alike), whichever clock measures it.
+    budget = {"epochs": 50, "patience": 50, "max_seconds": 1e-6, "clock": clock}
+    data = cycle_shop(length=7)
+    model = SASRec(**(TINY | {"holdout": True} | budget)).fit(data)
+    assert [(r.epoch, r.refit) for r in model.history_] == [(1, False), (1, True)]
+    assert model.fit_cpu_seconds_ > 0 and model.fit_seconds_ > 0
+    unbounded = SASRec(**(TINY | {"holdout": True, "epochs": 3, "patience": 50}))
+    assert len(unbounded.fit(data).history_) == 3 + unbounded.best_epoch_
+    model.save(tmp_path)
+    again = SASRec.load(tmp_path, Vocabulary(CYCLE))
+    assert again.clock == clock and again.fit_cpu_seconds_ == model.fit_cpu_seconds_
+
+
 def test_validate_callback_drives_early_stopping() -> None:
     calls: list[int] = []
 
@@ -256,6 +278,7 @@ def test_score_all_of_many_contexts_matches_score() -> None:
         {"lr_decay": "cosine"},
         {"decay_epochs": 0},
         {"mask_seen": True, "loss": "sampled"},
+        {"clock": "gpu"},
     ],
 )
 def test_bad_hyperparameters_are_refused(bad: dict[str, Any]) -> None:

@@ -12,7 +12,9 @@ brand, … given as ``ItemAttributes``); the output layer is tied to it.
 Validation: unless ``fit`` gets a ``validate`` callback, each subject with at least
 three items holds out its last item; training stops after ``patience`` epochs without
 a better NDCG@10 on those items (full ranking, the subject's earlier items excluded)
-or after ``max_seconds``, and the best epoch is kept. With ``refit`` (the default) a
+or when the next epoch would end past ``max_seconds`` (measured on ``clock``: ``"wall"``
+time, or ``"cpu"`` seconds of the process, which a busy machine does not stretch), and
+the best epoch is kept. With ``refit`` (the default) a
 fresh network is then trained on every item, held-out ones included, for that many
 epochs (bit-for-bit what ``holdout=False, epochs=best_epoch_, decay_epochs=epochs``
 gives); ``max_seconds`` bounds both runs together. Options: ``lr_decay="linear"`` (to 0
@@ -79,6 +81,7 @@ SMALL_DATA_TARGETS = 20_000
 _LOSSES = ("full", "sampled")
 _LR_DECAYS = ("none", "linear")
 _POSITIONS = ("start", "end")
+_CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +138,8 @@ class SASRec:
 
     Learned state: ``net_`` (torch module), ``n_items_``, ``prior_`` (item frequencies),
     ``attr_index_`` / ``attr_offsets_`` (item → attribute table), ``n_attributes_``,
-    ``history_`` (per-epoch reports), ``best_epoch_``, ``best_val_``, ``fit_seconds_``,
-    ``peak_rss_mb_``.
+    ``history_`` (per-epoch reports), ``best_epoch_``, ``best_val_``, ``fit_seconds_``
+    (wall), ``fit_cpu_seconds_`` (CPU of the process), ``peak_rss_mb_``.
     """
 
     name: ClassVar[str] = "sasrec"
@@ -153,6 +156,7 @@ class SASRec:
     best_epoch_: int
     best_val_: float
     fit_seconds_: float
+    fit_cpu_seconds_: float
     peak_rss_mb_: float
     _net64: Net  # float64 copy of ``net_`` for scoring (batch-size independent results)
     _table64: torch.Tensor  # its item table, row 0 = padding
@@ -183,6 +187,7 @@ class SASRec:
         refit: bool = True,
         val_subjects: int | None = None,
         max_seconds: float | None = None,
+        clock: str = "wall",
         event_weights: Mapping[str, float] | None = None,
         seed: int = 0,
         threads: int = 2,
@@ -232,6 +237,8 @@ class SASRec:
             raise ConfigError(f"val_subjects must be >= 1, got {val_subjects}")
         if max_seconds is not None:
             check_positive("max_seconds", max_seconds)
+        if clock not in _CLOCKS:
+            raise ConfigError(f"clock must be one of {', '.join(_CLOCKS)}, got {clock!r}")
         self.max_len = max_len
         self.hidden = hidden
         self.blocks = blocks
@@ -256,6 +263,7 @@ class SASRec:
         self.refit = refit
         self.val_subjects = val_subjects
         self.max_seconds = max_seconds
+        self.clock = clock
         self.event_weights = resolve_event_weights(event_weights)
         self.seed = seed
         self.threads = threads
@@ -291,6 +299,7 @@ class SASRec:
             "refit": self.refit,
             "val_subjects": self.val_subjects,
             "max_seconds": self.max_seconds,
+            "clock": self.clock,
             "event_weights": self.event_weights,
             "seed": self.seed,
             "threads": self.threads,
@@ -322,7 +331,8 @@ class SASRec:
         tnet = _torch_net()
         import torch
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        budget0 = self._clock()
         n_items = max(len(data.items), int(data.item.max(initial=-1)) + 1)
         full = _sequences(data, weight_array(self.event_weights))
         seqs, val = full, None
@@ -345,12 +355,17 @@ class SASRec:
         n_targets = sum(t.shape[0] for t in train.targets)
         threads = self.threads if n_targets >= SMALL_DATA_TARGETS else 1
         with tnet.seeded(self.seed, threads):
-            self._train(tnet, train, val, validate, progress, t0, self.epochs, refit_next=refit)
+            self._train(
+                tnet, train, val, validate, progress, budget0, self.epochs, refit_next=refit
+            )
             if refit:
                 torch.manual_seed(self.seed)  # as a fresh fit without holdout would
-                self._train(tnet, final, None, None, progress, t0, self.best_epoch_, is_refit=True)
+                self._train(
+                    tnet, final, None, None, progress, budget0, self.best_epoch_, is_refit=True
+                )
             self._refresh()
         self.fit_seconds_ = time.perf_counter() - t0
+        self.fit_cpu_seconds_ = time.process_time() - cpu0
         self.peak_rss_mb_ = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         return self
 
@@ -383,13 +398,13 @@ class SASRec:
         stale = 0
         train_seconds = 0.0
         for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
+            start, clock_start = time.perf_counter(), self._clock()
             if self.lr_decay == "linear":  # the same horizon in the refit
                 horizon = self.decay_epochs or self.epochs
                 for group in opt.param_groups:
                     group["lr"] = self.lr * max(0.0, 1.0 - (epoch - 1) / horizon)
             loss = self._epoch(tnet, net, opt, rows, rng, average)
-            train_seconds += time.perf_counter() - start
+            train_seconds += self._clock() - clock_start
             self.net_.eval()
             metric = math.nan
             if validate is not None:
@@ -413,12 +428,19 @@ class SASRec:
             if stale >= self.patience:
                 break
             if self.max_seconds is not None:
+                # Stop unless one more epoch (as long as the last one, validation
+                # included) and the refit (``best_epoch_`` training epochs) still fit.
                 reserve = self.best_epoch_ * train_seconds / epoch if refit_next else 0.0
-                if time.perf_counter() - t0 + reserve > self.max_seconds:
+                last = self._clock() - clock_start
+                if self._clock() - t0 + last + reserve > self.max_seconds:
                     break
         if best_state is not None:
             self.net_.load_state_dict(best_state)
         self.net_.eval()
+
+    def _clock(self) -> float:
+        """Seconds on the budget's clock (``clock``)."""
+        return time.process_time() if self.clock == "cpu" else time.perf_counter()
 
     def _build(self, tnet: Any) -> Net:
         net: Net = tnet.Net(
@@ -622,6 +644,7 @@ class SASRec:
                 "best_epoch": self.best_epoch_,
                 "best_val": None if math.isnan(self.best_val_) else self.best_val_,
                 "fit_seconds": self.fit_seconds_,
+                "fit_cpu_seconds": getattr(self, "fit_cpu_seconds_", None),  # None: DP fit
                 "peak_rss_mb": self.peak_rss_mb_,
                 "dp": None if self.dp_report_ is None else self.dp_report_.to_json(),
                 "history": [
@@ -653,6 +676,8 @@ class SASRec:
             best = state["best_val"]
             model.best_val_ = math.nan if best is None else float(best)
             model.fit_seconds_ = float(state["fit_seconds"])
+            cpu = state.get("fit_cpu_seconds")
+            model.fit_cpu_seconds_ = math.nan if cpu is None else float(cpu)
             model.peak_rss_mb_ = float(state["peak_rss_mb"])
             dp = state.get("dp")
             model.dp_report_ = None if dp is None else DPReport.from_json(dp)
