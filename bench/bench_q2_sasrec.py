@@ -9,18 +9,21 @@ key=value`` for trials).
    out the last one (the validation item): it trains on the training part, and the
    epoch with the best validation NDCG@10 is kept (early stopping). Validation figures
    rank the validation item given the training part.
-2. Refit (as ``SASRec(refit=True)`` does inside one ``fit``): a fresh model trains on
-   training + validation items for the chosen number of epochs. Test figures rank the
-   test item given the training part plus the validation item. ``--no-refit`` tests
-   the selection model instead.
+2. With ``--refit`` (as ``SASRec(refit=True)`` does inside one ``fit``): a fresh model
+   trains on training + validation items for the chosen number of epochs. Test figures
+   rank the test item given the training part plus the validation item, with the
+   selection model (the default, as ``shopcast evaluate q2`` runs it) or the refit one.
 
 Training time is both fits together: wall seconds, and CPU seconds of the process
 (on a busy machine the CPU seconds of a one-thread run are the wall time it takes
 alone).
 
 Prints the figures, train seconds and peak RSS, and writes
-``bench/results/q2_sasrec.json`` (``--out``). ``--users N`` evaluates on a seeded
-sample of N users (for quick trials; the JSON is then not written unless ``--out``).
+``bench/results/q2_sasrec.json`` (``--out``). ``--save DIR`` keeps the tested model
+(``SASRec.save``) with ``items.json``, the item ids in the model's index order, so
+another process can ``SASRec.load(DIR, Vocabulary(ids))`` and score. ``--users N``
+evaluates on a seeded sample of N users (for quick trials; the JSON is then not written
+unless ``--out``).
 Usage: ``python bench/bench_q2_sasrec.py [--users N] [--set hidden=128 ...]``.
 """
 
@@ -48,8 +51,8 @@ from shopcast.models.sasrec import EpochReport, ItemAttributes, SASRec
 
 RESULTS = Path(__file__).parent / "results" / "q2_sasrec.json"
 KS = (10, 20)
-#: Hyperparameters chosen on validation (see docs/benchmarks.md).
-CHOSEN: dict[str, Any] = {}
+#: Q2's budget, as ``shopcast evaluate q2`` fixes it: 840 CPU seconds of one thread.
+CHOSEN: dict[str, Any] = {"max_seconds": 840.0, "clock": "cpu", "threads": 1}
 
 
 def parse_value(text: str) -> Any:
@@ -120,7 +123,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=None, help="seeded user sample")
     parser.add_argument("--set", nargs="*", default=[], help="hyperparameters key=value")
     parser.add_argument("--no-attributes", action="store_true")
-    parser.add_argument("--no-refit", action="store_true", help="test with the selection model")
+    parser.add_argument("--refit", action="store_true", help="test with a refitted model")
+    parser.add_argument("--save", type=Path, default=None, help="save the tested model here")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -151,7 +155,7 @@ def main() -> None:
     # 2. Refit on training + validation items for the chosen number of epochs.
     refit_s = refit_cpu_s = 0.0
     final = model
-    if not args.no_refit:
+    if args.refit:
         t0, c0 = time.perf_counter(), time.process_time()
         final = SASRec(
             **(params | {"holdout": False, "epochs": model.best_epoch_})
@@ -172,7 +176,7 @@ def main() -> None:
         "items": n_items,
         "params": model._params(),
         "attributes": not args.no_attributes,
-        "refit": not args.no_refit,
+        "refit": args.refit,
         "best_epoch": model.best_epoch_,
         "epochs_run": len(model.history_),
         "train_s": round(train_s, 1),
@@ -194,6 +198,10 @@ def main() -> None:
         print(f"{split:10s} " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
     print(f"train {train_s:.0f} s (CPU {train_cpu_s:.0f} s), best epoch {model.best_epoch_}")
     print(f"peak RSS {peak_mb:.0f} MiB")
+    if args.save is not None:
+        final.save(args.save)
+        (args.save / "items.json").write_text(json.dumps(items.ids) + "\n")
+        print(f"saved the model to {args.save}")
     out = args.out or (RESULTS if args.users is None else None)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

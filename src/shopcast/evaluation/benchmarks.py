@@ -663,6 +663,10 @@ def _run_ranking(
                 )
                 out |= {f"{vname}.{k}": x for k, x in v.items() if k != "score_s"}
             out["train_s"] = stats.train_s
+            for attr in ("best_val_", "best_epoch_"):  # early stopping inside fit (SASRec)
+                found = getattr(model, attr, None)
+                if isinstance(found, int | float):
+                    out[f"fit.{attr.rstrip('_')}"] = float(found)
             out["peak_mem_mb"] = stats.peak_mem_mb
             return out
 
