@@ -10,9 +10,9 @@ with ``h`` the ``bandwidth`` in seconds (``causal``: over the ratings given stri
 before ``t`` only, as when predicting the next rating of a live session). This is the
 non-parametric form of timeSVD++'s day-specific user bias ``b_{u,t}`` (Koren, KDD 2009):
 with ``h`` of a day it is a smoothed ``b_{u,day}``; with ``h`` of a second or a minute it is
-the bias of one rating session (MovieLens 100K stores the ratings of one submitted page
-under one timestamp; 43 % of u1.base's ratings share their second with another rating of
-the same user).
+the bias of one rating session (MovieLens 100K stores ratings in bursts, presumably one
+submitted page under one timestamp: 71 % of u1.base's ratings share their second with
+another rating of the same user).
 
 It helps only where the ratings to predict were given while the user's training ratings
 were (random splits of a rating log, such as the MovieLens folds): on a validation split of
