@@ -73,3 +73,59 @@ def test_flush_waits_for_a_background_flush_in_flight() -> None:
     assert done.is_set()
     assert [e.type for _, e in store.events.scan(subject="u:eve")] == [EventType.IMPRESSION]
     log.close()
+
+
+def test_impression_events_equal_the_ones_model_construct_builds() -> None:
+    from shopcast.domain import Event, Recommendation, RecommendedItem
+    from shopcast.serving.impressions import _built, impressions_of
+
+    items = [
+        RecommendedItem(item_id="a", score=0.5, source="covisit", reason="r"),
+        RecommendedItem(
+            item_id="b", score=0.1, source="popular", reason="r", explored=True, propensity=0.2
+        ),
+    ]
+    rec = Recommendation(
+        recommendation_id="rid",
+        user_id="u1",
+        session_id="s1",
+        scene="cart",
+        model_version="v9",
+        items=items,
+        experiment="exp",
+        variant="B",
+    )
+    got = impressions_of(rec, 12.5)
+    for pos, (event, item) in enumerate(zip(got, items, strict=True), start=1):
+        context: dict[str, object] = {
+            "position": pos,
+            "scene": "cart",
+            "source": item.source,
+            "model_version": "v9",
+            "sponsored": False,
+            "experiment": "exp",
+            "variant": "B",
+        }
+        if item.explored:
+            context.update(explored=True, propensity=0.2)
+        want = Event.model_construct(
+            event_id=f"imp:rid:{pos}",
+            type=EventType.IMPRESSION,
+            user_id="u1",
+            session_id="s1",
+            item_id=item.item_id,
+            timestamp=12.5,
+            value=None,
+            quantity=None,
+            price=None,
+            query=None,
+            recommendation_id="rid",
+            context=context,
+        )
+        assert event == want
+        assert event.model_fields_set == want.model_fields_set
+        assert event.model_dump() == want.model_dump() and event.subject == "u:u1"
+        assert Event.model_validate(event.model_dump()) == event  # a valid event
+    # a field set that is not complete still goes through model_construct (defaults)
+    partial = _built({"type": EventType.VIEW, "item_id": "x", "timestamp": 1.0})
+    assert partial.user_id is None and partial.context == {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from shopcast.domain import ContextValue, Event, EventType, Recommendation, RecommendedItem
 from shopcast.storage import EventLog
@@ -22,32 +23,53 @@ log = logging.getLogger(__name__)
 def impressions_of(rec: Recommendation, at: float) -> list[Event]:
     """The impression events of one response (ids derived from the recommendation id).
 
-    Built with ``model_construct``: every field comes from a response the pipeline
-    built from validated ids (ten events per response, on the impression thread)."""
+    Built without validation: every field comes from a response the pipeline built
+    from validated ids (ten events per response, on the impression thread)."""
+    rid, user, session, ts = rec.recommendation_id, rec.user_id, rec.session_id, float(at)
+    scene, version = rec.scene, rec.model_version
     return [
-        Event.model_construct(
-            event_id=f"imp:{rec.recommendation_id}:{pos}",
-            type=EventType.IMPRESSION,
-            user_id=rec.user_id,
-            session_id=rec.session_id,
-            item_id=item.item_id,
-            timestamp=float(at),
-            value=None,
-            quantity=None,
-            price=None,
-            query=None,
-            recommendation_id=rec.recommendation_id,
-            context={
-                "position": pos,
-                "scene": rec.scene,
-                "source": item.source,
-                "model_version": rec.model_version,
-                "sponsored": item.sponsored,
-                **_experiment_context(rec, item),
-            },
+        _built(
+            {
+                "event_id": f"imp:{rid}:{pos}",
+                "type": EventType.IMPRESSION,
+                "user_id": user,
+                "session_id": session,
+                "item_id": item.item_id,
+                "timestamp": ts,
+                "value": None,
+                "quantity": None,
+                "price": None,
+                "query": None,
+                "recommendation_id": rid,
+                "context": {
+                    "position": pos,
+                    "scene": scene,
+                    "source": item.source,
+                    "model_version": version,
+                    "sponsored": item.sponsored,
+                    **_experiment_context(rec, item),
+                },
+            }
         )
         for pos, item in enumerate(rec.items, start=1)
     ]
+
+
+_EVENT_FIELDS = frozenset(Event.model_fields)
+
+
+def _built(values: dict[str, Any]) -> Event:
+    """``Event.model_construct(**values)`` when ``values`` names every field (the same
+    event, tested), without model_construct's per-call pass over the model's fields:
+    that pass was most of the impression thread's time (~12 % of a loaded server's)."""
+    if values.keys() != _EVENT_FIELDS:
+        return Event.model_construct(**values)
+    event = Event.__new__(Event)
+    object.__setattr__(event, "__dict__", values)
+    object.__setattr__(event, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+    object.__setattr__(event, "__pydantic_extra__", None)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
 
 
 def _experiment_context(rec: Recommendation, item: RecommendedItem) -> dict[str, ContextValue]:
