@@ -4,11 +4,12 @@ One command::
 
     python bench/bench_p1_load.py [--data-dir DIR] [--seconds 60] [--warmup 10]
                                   [--rates 500,250] [--closed-seconds 20] [--profile]
-                                  [--workers N]
+                                  [--workers N] [--access-log]
 
 Starts `shopcast serve` (one process, as shipped; ``--workers N``: N uvicorn worker
 processes with the live state in Redis and one `shopcast worker`, the server's CPU
-then summed over all of them) over a store holding the real UCI
+then summed over all of them; uvicorn's access log off unless ``--access-log``) over a
+store holding the real UCI
 Online Retail data with a trained model (`shopcast demo --once` into a temporary
 directory, or a copy of ``--data-dir``), then drives it from a load generator in a
 separate process on loopback (``bench/_loadgen.py``):
@@ -21,7 +22,9 @@ separate process on loopback (``bench/_loadgen.py``):
 2. closed loop (``--closed-connections`` clients back to back): recommendations only,
    no-op only and the mix; the throughput ratio recommendations / no-op.
 
-Also the server's CPU time per request in each phase (from /proc), and with
+Also the server's CPU time per request in each phase (from /proc), the load
+generator's CPU share ("client cpu": it must stay well below one core) and, open loop,
+how late it sent its requests (p99 "late", ms: a starved client inflates latencies), and with
 ``--profile`` where the server's CPU goes at the first rate (py-spy, samples of the
 thread holding the GIL, so lock waits are not counted as work).
 Prints a table and writes bench/results/p1_load.json.
@@ -99,6 +102,9 @@ def load(server: Server, spec: dict[str, Any], profile: Path | None = None) -> d
     result["server_cpu_s"] = round(server.cpu_seconds() - before, 2)
     result["server_cpu_ms_per_request"] = round(1000 * result["server_cpu_s"] / max(served, 1), 3)
     result["server_cpu_share"] = round(result["server_cpu_s"] / wall, 2)
+    # the load generator's own CPU (whole process: start-up and warm-up included): it
+    # must stay well below a core, else the client, not the server, limits the phase
+    result["client_cpu_share"] = round(result["client_cpu_s"] / wall, 2)
     result["settled_before_s"] = settled
     return result
 
@@ -186,8 +192,17 @@ def main() -> None:
         default=1,
         help="`shopcast serve --workers N` (> 1: live state in Redis + one `shopcast worker`)",
     )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="keep uvicorn's access log on (off by default: ~40 us of CPU a request)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "p1_load.json")
     args = parser.parse_args()
+    from shopcast.config import ApiSettings
+
+    if "access_log" in ApiSettings.model_fields:  # the served code knows api.access_log
+        os.environ["SHOPCAST_API__ACCESS_LOG"] = "true" if args.access_log else "false"
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
 
     info = machine()
@@ -295,7 +310,7 @@ def print_table(results: dict[str, Any]) -> None:
     print()
     print(
         f"{'phase':<20}{'req/s':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
-        f"{'cpu ms/req':>11}{'cpu share':>10}"
+        f"{'cpu ms/req':>11}{'cpu share':>10}{'client cpu':>11}{'late p99':>9}"
     )
 
     def ms(p: dict[str, Any], key: str) -> str:
@@ -309,9 +324,12 @@ def print_table(results: dict[str, Any]) -> None:
             rps = f"{r['achieved_rps']:.0f}" if i == 0 else ""
             cpu = f"{r['server_cpu_ms_per_request']:.2f}" if i == 0 else ""
             share = f"{r['server_cpu_share']:.2f}" if i == 0 else ""
+            client = f"{r.get('client_cpu_share', 0.0):.2f}" if i == 0 else ""
+            late = r.get("dispatch_late_p99_ms")
+            late_s = f"{late:.1f}" if i == 0 and late is not None else ""
             print(
                 f"{name:<20}{rps:>8}{ms(p, 'p50_ms'):>10}{ms(p, 'p95_ms'):>10}"
-                f"{ms(p, 'p99_ms'):>10}{cpu:>11}{share:>10}"
+                f"{ms(p, 'p99_ms'):>10}{cpu:>11}{share:>10}{client:>11}{late_s:>9}"
             )
         lost = sum(r["unanswered"].values())
         if r["errors"] or lost or any(not s.startswith("2") for s in r["status"]):
