@@ -64,7 +64,10 @@ class Timer:
 
 def instrument(engine: Any, timer: Timer, per_rule: bool) -> None:
     pipe = engine.pipeline
-    stages = ["context", "candidates", "rank", "rerank", "explain"]
+    stages = ["context", "candidates", "rank", "explain"]
+    from shopcast.serving.rerank import MMR
+
+    MMR.__call__ = timer.wrap("rerank", MMR.__call__)  # type: ignore[method-assign]
     stages += [s for s in ("ranked", "apply_rules") if hasattr(pipe, s)]
     for stage in stages:
         setattr(pipe, stage, timer.wrap(stage, getattr(pipe, stage)))

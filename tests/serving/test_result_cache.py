@@ -260,3 +260,28 @@ def test_a_cut_list_recomputes_when_exclude_takes_too_much() -> None:
     whole = CachedRanking.of(entry.ranked, {}, 50, time.monotonic())
     found = whole.for_request(np.array([1], np.int64), k=1)
     assert found is not None and found.items.tolist() == [0, 2, 3, 4]
+
+
+def test_rerank_picks_are_kept_per_k_and_diversity(
+    store: Store, tmp_path: Path, small_shop: SimulatedShop
+) -> None:
+    """An experiment arm with another MMR strength shares the pipeline's cache (a copy
+    of the pipeline): it gets its own picks, equal to the ones computed afresh."""
+    import copy
+
+    from shopcast.serving.rerank import MMR
+
+    cached, plain = _open(store, tmp_path, True), _open(store, tmp_path, False)
+    strong, strong_plain = copy.copy(cached.pipeline), copy.copy(plain.pipeline)
+    strong.rerank = MMR(cached.catalog, 0.9)
+    strong_plain.rerank = MMR(plain.catalog, 0.9)
+    assert strong.cache is cached.pipeline.cache
+    for user in [u.user_id for u in small_shop.users[10:16]]:
+        for k in (4, 6, 4):
+            request = RecommendRequest(user_id=user, k=k)
+            for mine, reference in ((cached.pipeline, plain.pipeline), (strong, strong_plain)):
+                got = mine.run(request, NOW)
+                assert _answer(got) == _answer(reference.run(request, NOW))
+    kept = [entry for entry, _ in _cache(cached)._entries.values()]
+    assert kept and all(set(e.orders) <= {(4, 0.3), (4, 0.9), (6, 0.3), (6, 0.9)} for e in kept)
+    assert any(len(e.orders) == 2 for e in kept)  # both strengths on one list

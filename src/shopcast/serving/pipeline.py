@@ -198,8 +198,8 @@ class RecommendPipeline:
         degraded: list[str] = []
         try:
             shopper = self.context(request, now, degraded)
-            ranked, because = self.ranked(shopper, request, degraded)
-            order = self.rerank(ranked, request.k)
+            ranked, because, kept = self.ranked(shopper, request, degraded)
+            order = self._rerank(ranked, request.k, kept)
             slate = [
                 Slot(int(ranked.items[p]), float(ranked.scores[p]), ranked.sources[p])
                 for p in order.tolist()
@@ -288,9 +288,10 @@ class RecommendPipeline:
 
     def ranked(
         self, shopper: Shopper, request: RecommendRequest, degraded: list[str]
-    ) -> tuple[Ranked, dict[str, tuple[IntArray, IntArray]]]:
-        """candidates → rank → rules: the pool rerank picks from, and the contributors
-        of its co-visitation items (``Candidates.because``) for explain.
+    ) -> tuple[Ranked, dict[str, tuple[IntArray, IntArray]], CachedRanking | None]:
+        """candidates → rank → rules: the pool rerank picks from, the contributors of
+        its co-visitation items (``Candidates.because``) for explain, and the cache
+        entry when the pool is that entry's list as it is (nothing dropped).
 
         With the result cache (``result_cache.py``), a shopper whose live session,
         filters, catalog and model are as at an earlier request gets that request's
@@ -307,15 +308,16 @@ class RecommendPipeline:
             )
             hit = cache.get(key)
             if hit is not None:
-                found = hit.for_request(self._dropped(shopper, request), request.k)
+                drop = self._dropped(shopper, request)
+                found = hit.for_request(drop, request.k)
                 if found is not None:
-                    return found, hit.because
+                    return found, hit.because, None if drop.size else hit
         because: dict[str, tuple[IntArray, IntArray]] = {}
         already = len(degraded)
         candidates = self.candidates(shopper, request, degraded, because)
         ranked = self.rank(candidates, request, shopper, degraded)
         if key is None or cache is None or len(degraded) > already:
-            return self.apply_rules(ranked, shopper, request), because
+            return self.apply_rules(ranked, shopper, request), because, None
         # The rules without the page's shown items and the request's exclude list, kept;
         # those two are dropped per request (each rule keeps or scales items one by one).
         general = self.apply_rules(
@@ -325,7 +327,25 @@ class RecommendPipeline:
         entry = CachedRanking.of(general, because, keep, time.monotonic())
         cache.put(key, entry, subjects_of(request))
         drop = self._dropped(shopper, request)
-        return (general.keep(~np.isin(general.items, drop)) if drop.size else general), because
+        found = entry.for_request(drop, request.k)
+        if found is not None:  # the same picks as from ``general`` (rerank sorts stably)
+            return found, entry.because, None if drop.size else entry
+        return (
+            (general.keep(~np.isin(general.items, drop)) if drop.size else general),
+            because,
+            None,
+        )
+
+    def _rerank(self, ranked: Ranked, k: int, kept: CachedRanking | None) -> IntArray:
+        """Rerank's picks; for a kept list that nothing was dropped from, computed once
+        per k and diversity (MMR is a function of the list, k, the catalog and λ)."""
+        diversity = self.rerank.diversity if isinstance(self.rerank, MMR) else None
+        if kept is None or diversity is None:
+            return self.rerank(ranked, k)
+        order = kept.orders.get((k, diversity))
+        if order is None:
+            order = kept.orders[(k, diversity)] = self.rerank(ranked, k)
+        return order
 
     def apply_rules(self, ranked: Ranked, shopper: Shopper, request: RecommendRequest) -> Ranked:
         for rule in self.rules:

@@ -37,7 +37,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,6 +67,8 @@ class CachedRanking:
     #: kept ones then recomputes).
     complete: bool
     made: float
+    #: Rerank's picks over ``ranked`` by (k, diversity), for requests that drop nothing.
+    orders: dict[tuple[int, float], IntArray] = field(default_factory=dict)
 
     @classmethod
     def of(
