@@ -262,11 +262,11 @@ def test_a_cut_list_recomputes_when_exclude_takes_too_much() -> None:
     assert found is not None and found.items.tolist() == [0, 2, 3, 4]
 
 
-def test_rerank_picks_are_kept_per_k_and_diversity(
+def test_answers_are_kept_per_k_and_diversity(
     store: Store, tmp_path: Path, small_shop: SimulatedShop
 ) -> None:
     """An experiment arm with another MMR strength shares the pipeline's cache (a copy
-    of the pipeline): it gets its own picks, equal to the ones computed afresh."""
+    of the pipeline): it gets its own answer, equal to the one computed afresh."""
     import copy
 
     from shopcast.serving.rerank import MMR
@@ -283,5 +283,5 @@ def test_rerank_picks_are_kept_per_k_and_diversity(
                 got = mine.run(request, NOW)
                 assert _answer(got) == _answer(reference.run(request, NOW))
     kept = [entry for entry, _ in _cache(cached)._entries.values()]
-    assert kept and all(set(e.orders) <= {(4, 0.3), (4, 0.9), (6, 0.3), (6, 0.9)} for e in kept)
-    assert any(len(e.orders) == 2 for e in kept)  # both strengths on one list
+    assert kept and all(set(e.slates) <= {(4, 0.3), (4, 0.9), (6, 0.3), (6, 0.9)} for e in kept)
+    assert any(len(e.slates) == 2 for e in kept)  # both strengths on one list

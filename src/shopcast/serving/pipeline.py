@@ -199,14 +199,21 @@ class RecommendPipeline:
         try:
             shopper = self.context(request, now, degraded)
             ranked, because, kept = self.ranked(shopper, request, degraded)
-            order = self._rerank(ranked, request.k, kept)
-            slate = [
-                Slot(int(ranked.items[p]), float(ranked.scores[p]), ranked.sources[p])
-                for p in order.tolist()
-            ]
-            for placement in self.placements:
-                slate = placement(slate, shopper, request)
-            items = self.explain(shopper, slate, request, because)
+            diversity = self.rerank.diversity if isinstance(self.rerank, MMR) else None
+            memo = (request.k, diversity) if kept is not None and diversity is not None else None
+            found = kept.slates.get(memo) if kept is not None and memo is not None else None
+            if found is None:
+                order = self.rerank(ranked, request.k)
+                slate = [
+                    Slot(int(ranked.items[p]), float(ranked.scores[p]), ranked.sources[p])
+                    for p in order.tolist()
+                ]
+                for placement in self.placements:
+                    slate = placement(slate, shopper, request)
+                found = self.explain(shopper, slate, request, because)
+                if kept is not None and memo is not None:
+                    kept.slates[memo] = found
+            items = list(found)
             self._remember_shown(request, items)
         except Exception:  # a model or rule bug must not become a 5xx
             log.exception("recommendation pipeline failed; serving popular items")
@@ -335,17 +342,6 @@ class RecommendPipeline:
             because,
             None,
         )
-
-    def _rerank(self, ranked: Ranked, k: int, kept: CachedRanking | None) -> IntArray:
-        """Rerank's picks; for a kept list that nothing was dropped from, computed once
-        per k and diversity (MMR is a function of the list, k, the catalog and λ)."""
-        diversity = self.rerank.diversity if isinstance(self.rerank, MMR) else None
-        if kept is None or diversity is None:
-            return self.rerank(ranked, k)
-        order = kept.orders.get((k, diversity))
-        if order is None:
-            order = kept.orders[(k, diversity)] = self.rerank(ranked, k)
-        return order
 
     def apply_rules(self, ranked: Ranked, shopper: Shopper, request: RecommendRequest) -> Ranked:
         for rule in self.rules:

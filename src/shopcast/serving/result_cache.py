@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shopcast.domain import RecommendedItem
 from shopcast.models._base import IntArray
 from shopcast.serving.rules import Ranked
 from shopcast.serving.sources import RecommendRequest, Shopper
@@ -67,8 +68,9 @@ class CachedRanking:
     #: kept ones then recomputes).
     complete: bool
     made: float
-    #: Rerank's picks over ``ranked`` by (k, diversity), for requests that drop nothing.
-    orders: dict[tuple[int, float], IntArray] = field(default_factory=dict)
+    #: The answer's items (rerank → placements → explain) by (k, MMR diversity), for
+    #: requests that drop nothing from ``ranked`` (all a function of the key's parts).
+    slates: dict[tuple[int, float], list[RecommendedItem]] = field(default_factory=dict)
 
     @classmethod
     def of(
