@@ -4,7 +4,7 @@ One command::
 
     python bench/bench_p1_load.py [--data-dir DIR] [--seconds 60] [--warmup 10]
                                   [--rates 500,250] [--closed-seconds 20] [--profile]
-                                  [--workers N] [--access-log]
+                                  [--workers N] [--access-log] [--loadgen-procs N]
 
 Starts `shopcast serve` (one process, as shipped; ``--workers N``: N uvicorn worker
 processes with the live state in Redis and one `shopcast worker`, the server's CPU
@@ -58,8 +58,66 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(server: Server, spec: dict[str, Any], profile: Path | None = None) -> dict[str, Any]:
-    """Run the load generator process with ``spec``; its result plus the server's CPU."""
+def run_loadgens(spec: dict[str, Any], procs: int) -> dict[str, Any]:
+    """``procs`` load generator processes sharing ``spec`` (the rate and the connections
+    split between them, each its own seed and event ids); their results merged."""
+    if procs <= 1:
+        done = subprocess.run(
+            [sys.executable, str(LOADGEN)],
+            input=json.dumps(spec).encode(),
+            capture_output=True,
+            check=True,
+        )
+        one: dict[str, Any] = json.loads(done.stdout)
+        return one
+    running = []
+    for n in range(procs):
+        part = {
+            **spec,
+            "seed": spec.get("seed", 0) * 1000 + n,
+            "run_id": f"{spec.get('run_id', 'p1')}-g{n}",
+            "connections": max(1, spec["connections"] // procs),
+        }
+        if "rate" in spec:
+            part["rate"] = spec["rate"] / procs
+        proc = subprocess.Popen(
+            [sys.executable, str(LOADGEN)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(part).encode())
+        proc.stdin.close()
+        running.append(proc)
+    parts = []
+    for proc in running:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        if proc.wait() != 0:
+            raise subprocess.CalledProcessError(proc.returncode, str(LOADGEN), out)
+        parts.append(json.loads(out))
+    merged: dict[str, Any] = {**parts[0], "loadgen_procs": procs}
+    merged["latencies_ms"] = {}
+    for key in ("unanswered", "status"):
+        merged[key] = dict(sum((Counter(p[key]) for p in parts), Counter()))
+    for part in parts:
+        for kind, values in part["latencies_ms"].items():
+            merged["latencies_ms"].setdefault(kind, []).extend(values)
+    for key in ("errors", "achieved_rps", "client_cpu_s", "connections_opened", "offered_rps"):
+        if key in parts[0]:
+            merged[key] = round(sum(p[key] for p in parts), 2)
+    if "dispatch_late_p99_ms" in parts[0]:
+        merged["dispatch_late_p99_ms"] = max(p["dispatch_late_p99_ms"] for p in parts)
+    if "connections" in parts[0]:
+        merged["connections"] = sum(p["connections"] for p in parts)
+    return merged
+
+
+def load(
+    server: Server, spec: dict[str, Any], profile: Path | None = None, procs: int = 1
+) -> dict[str, Any]:
+    """Run the load generator process(es) with ``spec``; the result plus the server's CPU."""
     spec = {"port": server.port, "headers": server.headers, **spec}
     settled = settle(server)
     before = server.cpu_seconds()
@@ -88,16 +146,10 @@ def load(server: Server, spec: dict[str, Any], profile: Path | None = None) -> d
             stderr=subprocess.DEVNULL,
         )
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, str(LOADGEN)],
-        input=json.dumps(spec).encode(),
-        capture_output=True,
-        check=True,
-    )
+    result = run_loadgens(spec, procs)
     wall = time.perf_counter() - started
     if spy is not None:
         spy.wait()
-    result: dict[str, Any] = json.loads(done.stdout)
     served = sum(result["status"].values()) + result["errors"]  # answered in the phase
     result["server_cpu_s"] = round(server.cpu_seconds() - before, 2)
     result["server_cpu_ms_per_request"] = round(1000 * result["server_cpu_s"] / max(served, 1), 3)
@@ -193,6 +245,12 @@ def main() -> None:
         help="`shopcast serve --workers N` (> 1: live state in Redis + one `shopcast worker`)",
     )
     parser.add_argument(
+        "--loadgen-procs",
+        type=int,
+        default=1,
+        help="load generator processes sharing each phase's rate and connections",
+    )
+    parser.add_argument(
         "--access-log",
         action="store_true",
         help="keep uvicorn's access log on (off by default: ~40 us of CPU a request)",
@@ -241,6 +299,7 @@ def main() -> None:
                                 "run_id": f"p1-{run_id}-{n}",
                             },
                             raw,
+                            args.loadgen_procs,
                         )
                     )
                     if raw is not None:
@@ -261,6 +320,7 @@ def main() -> None:
                             "connections": args.closed_connections,
                             "run_id": f"p1-{run_id}-closed",
                         },
+                        procs=args.loadgen_procs,
                     )
                 )
     info["loadavg_1m_end"] = os.getloadavg()[0]
@@ -281,6 +341,7 @@ def main() -> None:
             "closed_connections": args.closed_connections,
             "closed_seconds": args.closed_seconds,
             "workers": args.workers,
+            "loadgen_procs": args.loadgen_procs,
             "mix": "80% GET /v1/users/{id}/recommendations?k=10, 20% POST /v1/events (1-5)",
         },
         "phases": phases,
