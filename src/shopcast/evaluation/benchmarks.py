@@ -667,6 +667,7 @@ def _run_ranking(
                 found = getattr(model, attr, None)
                 if isinstance(found, int | float):
                     out[f"fit.{attr.rstrip('_')}"] = float(found)
+            out["train_cpu_s"] = stats.train_cpu_s
             out["peak_mem_mb"] = stats.peak_mem_mb
             return out
 

@@ -253,6 +253,7 @@ def rating_task(train_frame: pl.DataFrame, test_frame: pl.DataFrame) -> RatingTa
 class FitStats:
     train_s: float
     peak_mem_mb: float
+    train_cpu_s: float = 0.0  # CPU seconds of the process (all threads) during fit
 
 
 def _status_kb(field_name: str) -> float | None:
@@ -298,12 +299,15 @@ def _peak_memory() -> Iterator[list[float]]:
 
 
 def fit_measured(model: Any, data: Interactions) -> tuple[Any, FitStats]:
-    """``model.fit(data)`` with its wall time and peak extra memory."""
+    """``model.fit(data)`` with its wall time, CPU time and peak extra memory."""
     with _peak_memory() as peak:
         t0 = time.perf_counter()
+        c0 = time.process_time()
         fitted = model.fit(data)
+        cpu = time.process_time() - c0
         seconds = time.perf_counter() - t0
-    return (fitted if fitted is not None else model), FitStats(seconds, peak[0] if peak else 0.0)
+    stats = FitStats(seconds, peak[0] if peak else 0.0, cpu)
+    return (fitted if fitted is not None else model), stats
 
 
 # -- scoring and ranking -------------------------------------------------------------------
