@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -201,7 +202,8 @@ class RecommendPipeline:
             ranked, because, kept = self.ranked(shopper, request, degraded)
             diversity = self.rerank.diversity if isinstance(self.rerank, MMR) else None
             memo = (request.k, diversity) if kept is not None and diversity is not None else None
-            found = kept.slates.get(memo) if kept is not None and memo is not None else None
+            packed = kept.slates.get(memo) if kept is not None and memo is not None else None
+            found = _unpack(packed) if packed is not None else None
             if found is None:
                 order = self.rerank(ranked, request.k)
                 slate = [
@@ -212,8 +214,8 @@ class RecommendPipeline:
                     slate = placement(slate, shopper, request)
                 found = self.explain(shopper, slate, request, because)
                 if kept is not None and memo is not None:
-                    kept.slates[memo] = found
-            items = list(found)
+                    kept.slates[memo] = _pack(found)
+            items = found
             self._remember_shown(request, items)
         except Exception:  # a model or rule bug must not become a 5xx
             log.exception("recommendation pipeline failed; serving popular items")
@@ -597,6 +599,25 @@ class RecommendPipeline:
         """The phrase for the shopper's latest action on ``item``."""
         hits = np.flatnonzero(ctx.recent_items == item)
         return _because_type(int(ctx.recent_types[hits[-1]]) if hits.size else None)
+
+
+#: The fields explain sets on each item (the others keep their defaults, unset).
+_ITEM_FIELDS = ("item_id", "score", "source", "reason", "sponsored", "title", "category", "price")
+
+
+def _pack(items: list[RecommendedItem]) -> list[tuple[Any, ...]]:
+    """Explain's items as tuples (a kept answer: ~5x smaller than the models)."""
+    return [tuple(getattr(item, f) for f in _ITEM_FIELDS) for item in items]
+
+
+def _unpack(rows: list[tuple[Any, ...]]) -> list[RecommendedItem]:
+    """The items ``_pack`` kept, as explain built them (fresh objects per response)."""
+    out = []
+    for row in rows:
+        fields = dict(zip(_ITEM_FIELDS, row, strict=True))
+        fields["category"] = list(fields["category"])
+        out.append(RecommendedItem.model_construct(**fields))
+    return out
 
 
 def _because_type(code: int | None) -> str:

@@ -38,10 +38,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from shopcast.domain import RecommendedItem
 from shopcast.models._base import IntArray
 from shopcast.serving.rules import Ranked
 from shopcast.serving.sources import RecommendRequest, Shopper
@@ -68,9 +68,10 @@ class CachedRanking:
     #: kept ones then recomputes).
     complete: bool
     made: float
-    #: The answer's items (rerank → placements → explain) by (k, MMR diversity), for
-    #: requests that drop nothing from ``ranked`` (all a function of the key's parts).
-    slates: dict[tuple[int, float], list[RecommendedItem]] = field(default_factory=dict)
+    #: The answer's items (rerank → placements → explain) by (k, MMR diversity), as
+    #: field tuples, for requests that drop nothing from ``ranked`` (all a function of
+    #: the key's parts).
+    slates: dict[tuple[int, float], list[tuple[Any, ...]]] = field(default_factory=dict)
 
     @classmethod
     def of(
