@@ -20,7 +20,8 @@
 With a ``ResultCache`` (``result_cache.py``, the engine's default), candidates → rank →
 rules are computed once per shopper, scene, filters, live session, catalog revision and
 model, then reused (less the page's shown items and ``exclude``) until one of those
-changes or ``ttl_s`` passes; rerank, placements and explain run on every request.
+changes or ``ttl_s`` passes; rerank, placements and explain run per request, except
+that a request dropping nothing from a kept list reuses the items kept with it.
 
 A source that fails is skipped and named in ``degraded``; if the pipeline itself
 fails, the answer falls back to popular in-stock items: a model never turns a

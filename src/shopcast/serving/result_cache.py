@@ -17,13 +17,15 @@ filters, boosts), sorted by score, keyed by:
   any message between them.
 
 Per request, on a hit or a miss alike, the page's already-shown items and ``exclude``
-are dropped from the cached list, then rerank, placements, explain, the recommendation
-id and the impression log run as usual. The answer is the one the pipeline gives
-without the cache (tested), except for what changed since the entry was made and is
-not in the key: what other shoppers' events taught the online models (co-visitation,
-popularity) and the passing of time; ``ttl_s`` bounds that. Events of the shopper
-(``invalidate``, called by the engine for every event it applies, local or remote)
-and profile changes drop the shopper's entries at once.
+are dropped from the cached list, then rerank, placements and explain run; when a
+request drops nothing, their result (a function of the key's parts, the k and the MMR
+strength) is kept with the entry (``CachedRanking.slates``) and rebuilt as fresh items.
+The recommendation id, the shown pages and the impression log are always per request.
+The answer is the one the pipeline gives without the cache (tested), except for
+what changed since the entry was made and is not in the key: what other shoppers'
+events taught the online models (co-visitation, popularity) and the passing of time;
+``ttl_s`` bounds that. Events of the shopper (``invalidate``, called by the engine for
+every event it applies, local or remote) and profile changes drop the shopper's entries at once.
 
 Bounded: at most ``capacity`` entries (LRU), each holding only the top of the list
 (what rerank reads, plus room for shown items and ``exclude``).
