@@ -67,6 +67,9 @@ class ApiSettings(BaseModel):
         5000, ge=1, description="Event posts: commit at once when this many events wait"
     )
     access_log: bool = Field(True, description="uvicorn's access log (one line per request)")
+    recommend_threads: int = Field(
+        1, ge=0, le=64, description="Threads running recommendations (0: the shared pool)"
+    )
 
 
 class ItemFeatureSettings(BaseModel):

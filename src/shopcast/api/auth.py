@@ -20,6 +20,7 @@ import asyncio
 import math
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -89,8 +90,13 @@ class Tenant:
     owned: bool = True  # opened here (closed with the pool)
     #: The group committer of its event posts (``api.ingest``; made on the first post).
     ingest: GroupCommit[AppendResult] | None = None
+    #: The thread its recommendations run on (``routes.recommend._off_loop``).
+    recommender: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
+        if self.recommender is not None:
+            self.recommender.shutdown(wait=False)
+            self.recommender = None
         if self.owned:
             self.engine.close()
             self.store.close()

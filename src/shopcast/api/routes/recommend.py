@@ -6,8 +6,12 @@ popular items (cold start). Unknown *items* named in a path are 404.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import re
-from typing import Annotated, Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, TypeVar
 
 import pydantic
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -19,6 +23,7 @@ from shopcast.api.routes._common import (
     json_body,
     session_key,
     settings_of,
+    tenant_of,
     user_key,
 )
 from shopcast.domain import Recommendation, clean_id
@@ -168,6 +173,30 @@ def _request(f: Filters, **who: Any) -> RecommendRequest:
 Listing = Annotated[Filters, Depends(filters)]
 
 
+T = TypeVar("T")
+
+
+async def _off_loop(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the tenant's recommendation thread (``api.recommend_threads``,
+    default 1; 0: FastAPI's thread pool of 40, as before).
+
+    The engine lock runs one pipeline at a time anyway; with 32 clients on the shared
+    pool, 31 threads woke only to wait on it, and the GIL hand-offs among them cost
+    about 1.3 ms of CPU per recommendation (6.3-6.8 -> 4.8-5.5 ms server CPU each,
+    docs/benchmarks.md, P1)."""
+    tenant = tenant_of(request)
+    pool = tenant.recommender
+    if pool is None:
+        threads = tenant.settings.api.recommend_threads
+        if threads <= 0:
+            return await run_in_threadpool(fn, *args)
+        pool = tenant.recommender = ThreadPoolExecutor(
+            threads, thread_name_prefix=f"shopcast-recommend-{tenant.name}"
+        )
+    context = contextvars.copy_context()  # as run_in_threadpool does
+    return await asyncio.get_running_loop().run_in_executor(pool, context.run, fn, *args)
+
+
 def _answer(rec: Recommendation) -> Response:
     """The answer as JSON straight from pydantic's serializer: the same document the
     route's ``response_model`` describes, without FastAPI validating and re-encoding
@@ -178,7 +207,7 @@ def _answer(rec: Recommendation) -> Response:
 @router.get(
     "/v1/users/{user_id}/recommendations", response_model=Recommendation, openapi_extra=_FILTER_DOCS
 )
-def for_user(
+async def for_user(
     request: Request,
     user_id: str,
     f: Listing,
@@ -188,7 +217,7 @@ def for_user(
 ) -> Response:
     """Top-k items for a user, reflecting the events ingested a moment ago."""
     who = {"user_id": user_key(request, user_id), "session_id": session_key(session_id)}
-    rec = engine_of(request).recommend(_request(f, **who))
+    rec = await _off_loop(request, engine_of(request).recommend, _request(f, **who))
     return _answer(rec.model_copy(update={"user_id": user_id.strip()}))  # the caller's own id
 
 
@@ -197,15 +226,17 @@ def for_user(
     response_model=Recommendation,
     openapi_extra=_FILTER_DOCS,
 )
-def for_session(request: Request, session_id: str, f: Listing) -> Response:
+async def for_session(request: Request, session_id: str, f: Listing) -> Response:
     """Top-k items for an anonymous shopper known only by ``session_id``."""
-    return _answer(engine_of(request).recommend(_request(f, session_id=session_key(session_id))))
+    req = _request(f, session_id=session_key(session_id))
+    return _answer(await _off_loop(request, engine_of(request).recommend, req))
 
 
 @router.get("/v1/trending", response_model=Recommendation, openapi_extra=_FILTER_DOCS)
-def trending(request: Request, f: Listing) -> Recommendation:
+async def trending(request: Request, f: Listing) -> Recommendation:
     """What is popular right now (time-decayed), optionally within a category or brand."""
-    return engine_of(request).recommend(_request(f.model_copy(update={"scene": "trending"})))
+    req = _request(f.model_copy(update={"scene": "trending"}))
+    return await _off_loop(request, engine_of(request).recommend, req)
 
 
 def _known_item(request: Request, item_id: str) -> str:
@@ -218,15 +249,15 @@ def _known_item(request: Request, item_id: str) -> str:
 @router.get(
     "/v1/items/{item_id}/similar", response_model=Recommendation, openapi_extra=_FILTER_DOCS
 )
-def similar(request: Request, item_id: str, f: Listing) -> Recommendation:
+async def similar(request: Request, item_id: str, f: Listing) -> Recommendation:
     """Items often viewed together with this one (content-similar items fill the rest)."""
-    return engine_of(request).similar(item_id.strip(), f.k or 10)
+    return await _off_loop(request, engine_of(request).similar, item_id.strip(), f.k or 10)
 
 
 @router.get(
     "/v1/items/{item_id}/bought-together", response_model=Recommendation, openapi_extra=_FILTER_DOCS
 )
-def bought_together(
+async def bought_together(
     request: Request,
     item_id: str,
     f: Listing,
@@ -240,7 +271,7 @@ def bought_together(
         session_id=session_key(session_id),
     )
     _known_item(request, item_id)
-    rec = engine_of(request).recommend(req)
+    rec = await _off_loop(request, engine_of(request).recommend, req)
     return rec.model_copy(update={"user_id": user_id.strip() if user_id else None})
 
 
@@ -273,7 +304,7 @@ async def complete_the_cart(request: Request) -> Recommendation:
         items=tuple(i for i in (_clean(x, "items") for x in body.items) if i),
         exclude=tuple(body.exclude),
     )
-    rec = await run_in_threadpool(engine_of(request).recommend, req)
+    rec = await _off_loop(request, engine_of(request).recommend, req)
     return rec.model_copy(update={"user_id": _clean(body.user_id, "user_id")})
 
 
