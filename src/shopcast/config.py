@@ -68,7 +68,7 @@ class ApiSettings(BaseModel):
     )
     access_log: bool = Field(True, description="uvicorn's access log (one line per request)")
     recommend_threads: int = Field(
-        1, ge=0, le=64, description="Threads running recommendations (0: the shared pool)"
+        0, ge=0, le=64, description="Own threads for recommendations (0: the shared pool)"
     )
 
 

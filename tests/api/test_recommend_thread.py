@@ -1,5 +1,5 @@
-"""Recommendations run on the tenant's own thread (``api.recommend_threads``), not on
-FastAPI's shared pool, unless set to 0; answers are the same."""
+"""Recommendations run on FastAPI's shared pool (``api.recommend_threads`` = 0, the
+default) or on the tenant's own thread (1); answers are the same."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from shopcast.config import Settings
 
 @pytest.mark.parametrize("threads", [1, 0])
 def test_recommendations_run_on_the_tenant_thread(settings: Settings, threads: int) -> None:
+    assert Settings(environment="test").api.recommend_threads == 0  # the default
     from shopcast.api import create_app
 
     settings = settings.model_copy(

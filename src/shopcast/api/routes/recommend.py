@@ -177,13 +177,13 @@ T = TypeVar("T")
 
 
 async def _off_loop(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on the tenant's recommendation thread (``api.recommend_threads``,
-    default 1; 0: FastAPI's thread pool of 40, as before).
+    """``fn(*args)`` on FastAPI's shared thread pool, or with ``api.recommend_threads``
+    > 0 on the tenant's own threads.
 
-    The engine lock runs one pipeline at a time anyway; with 32 clients on the shared
-    pool, 31 threads woke only to wait on it, and the GIL hand-offs among them cost
-    about 1.3 ms of CPU per recommendation (6.3-6.8 -> 4.8-5.5 ms server CPU each,
-    docs/benchmarks.md, P1)."""
+    The engine lock runs one pipeline at a time: with 32 clients on the shared pool,
+    31 threads wake only to wait on it. One own thread cut a recommendation's server
+    CPU by ~1 ms with recommendations alone, but the 80/20 mix with event posts cost
+    0.4-1.4 ms more per request (docs/benchmarks.md, P1), so the default stays 0."""
     tenant = tenant_of(request)
     pool = tenant.recommender
     if pool is None:
