@@ -106,7 +106,9 @@ def test_sequences_are_in_time_order_with_repeats_collapsed() -> None:
 
 def test_transitions_have_a_direction_and_cooccurrence_has_none() -> None:
     seqs = _Seqs(np.array([0, 3, 5]), np.array([0, 1, 2, 0, 1]))
-    stage = _fit_stage(seqs, 4, _no_attributes(4), reg=1.0, window=2, decay=0.5, norm=0.0)
+    stage = _fit_stage(
+        seqs, 4, _no_attributes(4), reg=1.0, window=2, decay=0.5, norm=0.0, slit_reg=1.0
+    )
     t = stage.T.toarray()
     assert t[0, 1] == 2.0 and t[1, 0] == 0.0  # 0 -> 1 twice, never 1 -> 0
     assert t[0, 2] == 0.5  # two steps apart: decayed
@@ -114,6 +116,7 @@ def test_transitions_have_a_direction_and_cooccurrence_has_none() -> None:
     c = stage.C.toarray()
     np.testing.assert_allclose(c, c.T)
     assert stage.pop[3, 0] == 0.0  # item 3 never seen
+    assert stage.L[0, 1] > 0.1 > abs(stage.L[1, 0])  # SLIT learns 0 -> 1, not 1 -> 0
 
 
 def _no_attributes(n: int) -> object:
@@ -128,7 +131,7 @@ def test_attribute_features_match_the_last_item() -> None:
 
     a = _attribute_matrix(attributes(), items, 4)
     seqs = _Seqs(np.array([0, 2, 4]), np.array([0, 1, 1, 2]))
-    stage = _fit_stage(seqs, 4, a, reg=1.0, window=1, decay=1.0, norm=0.0)
+    stage = _fit_stage(seqs, 4, a, reg=1.0, window=1, decay=1.0, norm=0.0, slit_reg=1.0)
     batch = _candidates(stage, [np.array([0])], None, _Params(3.0, 3, 0.5, 3))
     col = FEATURES.index("attr_last")
     got = dict(zip(batch.item.tolist(), batch.features[:, col].tolist(), strict=True))

@@ -11,14 +11,18 @@ repeats of one item collapsed) form a sequence. Stage one, fitted on the sequenc
   last ``user_last`` items (the next-item analogue of co-visitation, with direction);
 - co-occurrence within the window in both directions, cosine-normalized, from the
   same last items;
+- SLIT (Choi et al. 2021, the transition part of SLIST): the ridge regression
+  ``(SᵀS + slit_reg·I)⁻¹ SᵀY`` of each item on the decayed ``trans_window`` items before
+  it, scored from the same last items;
 - attribute matches (given ``attributes``: category / brand ids) between the candidate
   and the last item, the last few (decayed) and the whole history;
 - popularity over all positions and at the last positions of the sequences.
 
-The union of the top ``n_candidates`` of EASE, recency-EASE, transitions and
-co-occurrence (items the shopper already has left out) are the candidates; stage two
-orders them with a LambdaRank model over the scores, their ranks and ratios to the
-shopper's best, attribute matches, popularity and the sequence length (``FEATURES``).
+The union of the top ``n_candidates`` of EASE, recency-EASE, transitions,
+co-occurrence and SLIT (items the shopper already has left out) are the candidates;
+stage two orders them with a LambdaRank model over the scores, their ranks and ratios
+to the shopper's best, attribute matches, popularity and the sequence length
+(``FEATURES``).
 
 The reranker learns without leakage from the fitted data itself: for ``w`` in
 ``1..n_windows`` stage one is fitted on every sequence minus its last ``w`` items and
@@ -74,7 +78,7 @@ TAIL = 3
 
 F32 = npt.NDArray[np.float32]
 
-GENERATORS = ("ease", "ease_recent", "trans", "cooc")
+GENERATORS = ("ease", "ease_recent", "trans", "cooc", "slit")
 FEATURES = (
     "ease",
     "ease_rank",
@@ -88,6 +92,9 @@ FEATURES = (
     "cooc",
     "cooc_rank",
     "cooc_vs_best",
+    "slit",
+    "slit_rank",
+    "slit_vs_best",
     "trans_last",
     "trans_second",
     "trans_back",
@@ -175,6 +182,7 @@ class _Stage:
     """Stage one fitted on some sequences."""
 
     B: F32  # EASE weights (n x n), zero diagonal
+    L: F32  # SLIT weights (n x n): ridge regression of the next item on the decayed last items
     T: Any  # CSR n x n: decayed, row-normalized transitions i -> j
     T1: Any  # CSR n x n: raw counts of j right after i
     C: Any  # CSR n x n: cosine co-occurrence within the window, both directions
@@ -222,6 +230,7 @@ def _fit_stage(
     window: int,
     decay: float,
     norm: float,
+    slit_reg: float,
 ) -> _Stage:
     n_rows = len(seqs)
     rows = np.repeat(np.arange(n_rows), seqs.lengths)
@@ -256,12 +265,43 @@ def _fit_stage(
     ).astype(np.float64)
     return _Stage(
         B=b,
+        L=_slit(seqs, n, t, reg=slit_reg, window=window, decay=decay),
         T=sp.csr_array(tn, dtype=np.float32),
         T1=sp.csr_array(t1, dtype=np.float32),
         C=sp.csr_array(c, dtype=np.float32),
         A=attrs,
         pop=pop,
     )
+
+
+def _slit(seqs: _Seqs, n: int, t: Any, *, reg: float, window: int, decay: float) -> F32:
+    """SLIT (Choi et al. 2021): ``(SᵀS + reg·I)⁻¹ SᵀY`` where each row of ``S`` holds the
+    ``window`` items before a position (``decay^(d-1)`` for ``d`` steps back) and ``Y``
+    the item at that position; ``SᵀY`` is the raw decayed transition matrix ``t``."""
+    pos = np.arange(seqs.items.shape[0])
+    owner = np.repeat(np.arange(len(seqs)), seqs.lengths)
+    rows: list[IntArray] = []
+    cols: list[IntArray] = []
+    vals: list[FloatArray] = []
+    for d in range(1, window + 1):
+        if owner.shape[0] <= d:
+            break
+        same = owner[d:] == owner[:-d]
+        rows.append(pos[d:][same])
+        cols.append(seqs.items[:-d][same])
+        vals.append(np.full(int(same.sum()), decay ** (d - 1)))
+    if rows:
+        st = sp.csr_array(
+            (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(pos.shape[0], n),
+        )
+    else:
+        st = sp.csr_array((pos.shape[0], n), dtype=np.float32)
+    g = np.asarray((st.T @ st).toarray(), dtype=np.float32)
+    g[np.diag_indices(n)] += np.float32(reg)
+    p = _spd_inverse32(g)
+    del g
+    return np.asarray(sp.csr_array(t, dtype=np.float32).T @ p.T, dtype=np.float32).T.copy()
 
 
 def _tail_mask(seqs: _Seqs, k: int) -> npt.NDArray[np.bool_]:
@@ -401,6 +441,7 @@ def _candidates(stage: _Stage, seqs: Sequence[IntArray], history: Any, p: _Param
         "ease_recent": np.asarray(decayed @ stage.B, dtype=np.float32),
         "trans": _dense(query @ stage.T),
         "cooc": _dense(query @ stage.C),
+        "slit": np.asarray(query @ stage.L, dtype=np.float32),
     }
     k = min(p.n_candidates, n)
     pick = np.zeros(seen.shape, dtype=np.bool_)
@@ -494,6 +535,7 @@ class SequenceRanker:
     def __init__(
         self,
         reg: float = 250.0,
+        slit_reg: float = 10.0,
         half_life: float = 3.0,
         trans_window: int = 5,
         trans_decay: float = 0.6,
@@ -513,6 +555,7 @@ class SequenceRanker:
         seed: int = 0,
     ) -> None:
         self.reg = check_positive("reg", reg)
+        self.slit_reg = check_positive("slit_reg", slit_reg)
         self.half_life = check_positive("half_life", half_life)
         self.trans_decay = check_positive("trans_decay", trans_decay)
         self.user_decay = check_positive("user_decay", user_decay)
@@ -559,6 +602,7 @@ class SequenceRanker:
             window=self.trans_window,
             decay=self.trans_decay,
             norm=self.trans_norm,
+            slit_reg=self.slit_reg,
         )
 
     # -- fitting -----------------------------------------------------------------------
@@ -730,7 +774,7 @@ class SequenceRanker:
     def save(self, path: Path) -> None:
         require_fitted(self, "stage_")
         st = self.stage_
-        arrays: dict[str, Any] = {"B": st.B, "pop": st.pop}
+        arrays: dict[str, Any] = {"B": st.B, "L": st.L, "pop": st.pop}
         for key, m in (("T", st.T), ("T1", st.T1), ("C", st.C), ("A", st.A), ("H", self.history_)):
             m = sp.csr_array(m)
             arrays |= {
@@ -746,6 +790,7 @@ class SequenceRanker:
         }
         params = {
             "reg": self.reg,
+            "slit_reg": self.slit_reg,
             "half_life": self.half_life,
             "trans_window": self.trans_window,
             "trans_decay": self.trans_decay,
@@ -776,7 +821,7 @@ class SequenceRanker:
         sparse = ("T", "T1", "C", "A", "H")
         names = [f"{k}_{part}" for k in sparse for part in ("data", "indices", "indptr", "shape")]
         model, state, a = load_model(
-            path, cls, items, ("B", "pop", *names, "seq_indptr", "seq_items", "subjects")
+            path, cls, items, ("B", "L", "pop", *names, "seq_indptr", "seq_items", "subjects")
         )
         n = int(state["n_items"])
 
@@ -786,10 +831,10 @@ class SequenceRanker:
                 (a[f"{key}_data"], a[f"{key}_indices"], a[f"{key}_indptr"]), shape=shape
             )
 
-        if a["B"].shape != (n, n) or a["pop"].shape != (n, 3):
+        if a["B"].shape != (n, n) or a["L"].shape != (n, n) or a["pop"].shape != (n, 3):
             raise ModelError(f"{path} has bad stage-one arrays")
         model.stage_ = _Stage(
-            B=a["B"], T=csr("T"), T1=csr("T1"), C=csr("C"), A=csr("A"), pop=a["pop"]
+            B=a["B"], L=a["L"], T=csr("T"), T1=csr("T1"), C=csr("C"), A=csr("A"), pop=a["pop"]
         )
         model.history_ = csr("H")
         model.seqs_ = _Seqs(a["seq_indptr"].astype(np.int64), a["seq_items"].astype(np.int64))
