@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from shopcast.errors import ConfigError, MissingDependencyError, ModelError
+from shopcast.errors import ConfigError, ModelError
 from shopcast.models._base import Context, FloatArray, IntArray, Interactions, Vocabulary
 from shopcast.models._common import (
     SECONDS_PER_DAY,
@@ -52,6 +52,12 @@ from shopcast.models._common import (
     weight_array,
 )
 from shopcast.models._data import SubjectIndex, n_items_of, n_users_of, subset_rows
+from shopcast.models._lambdarank import (
+    lambdarank_params,
+    load_booster,
+    save_booster,
+    train_lambdarank,
+)
 from shopcast.models.ease import FLOAT64_MAX_ITEMS, _spd_inverse
 
 log = logging.getLogger(__name__)
@@ -59,7 +65,6 @@ log = logging.getLogger(__name__)
 #: Called after each step of ``fit``: ``(step, n_steps, description)``.
 Progress = Callable[[int, int, str], None]
 
-BOOSTER_FILE = "booster.txt"
 #: Neighbours of a shopper in the user-based scores.
 USER_NEIGHBOURS = 50
 MAX_ITEMS = 40_000
@@ -95,14 +100,6 @@ FEATURES = (
 )
 _BUYERS_30 = 2  # column of ``_Stage.item``: buyers in the last 30 days
 _BUYERS_ALL = 4
-
-
-def _lightgbm() -> Any:
-    try:
-        import lightgbm
-    except ImportError:  # pragma: no cover - lightgbm is a core dependency
-        raise MissingDependencyError("lightgbm", "core") from None
-    return lightgbm
 
 
 # -- stage one -------------------------------------------------------------------------
@@ -570,29 +567,14 @@ class TwoStageRanker:
         sizes = np.bincount(batch.row[keep], minlength=subjects.shape[0])
         return batch.features[keep], y[keep], sizes[sizes > 0].astype(np.int64)
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "objective": "lambdarank",
-            "metric": "ndcg",
-            "eval_at": [10],
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples,
-            "feature_fraction": 0.8,
-            "bagging_fraction": 0.8,
-            "bagging_freq": 1,
-            "lambdarank_truncation_level": 20,
-            "seed": self.seed,
-            "deterministic": True,
-            "force_row_wise": True,
-            "num_threads": 1,
-            "verbosity": -1,
-        }
-
     def _train(self, x: FloatArray, y: FloatArray, group: IntArray) -> Any:
-        lgb = _lightgbm()
-        ds = lgb.Dataset(x, label=y, group=group, feature_name=list(FEATURES))
-        return lgb.train(self._params(), ds, num_boost_round=self.n_trees)
+        params = lambdarank_params(
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples,
+            seed=self.seed,
+        )
+        return train_lambdarank(x, y, group, FEATURES, params, self.n_trees)
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -664,11 +646,7 @@ class TwoStageRanker:
             "text": self.text_ is not None,
         }
         save_model(path, self, params=params, state=state, arrays=arrays)
-        booster = Path(path) / BOOSTER_FILE
-        if self.booster_ is not None:
-            booster.write_text(self.booster_.model_to_string())
-        elif booster.exists():
-            booster.unlink()
+        save_booster(path, self.booster_)
 
     @classmethod
     def load(cls, path: Path, items: Vocabulary) -> Self:
@@ -700,9 +678,5 @@ class TwoStageRanker:
                 raise ModelError(f"cannot read the word vectors at {path}: {exc}") from None
         model.booster_ = None
         if state.get("booster"):
-            try:
-                text = (Path(path) / BOOSTER_FILE).read_text()
-            except OSError as exc:
-                raise ModelError(f"cannot read the reranker at {path}: {exc}") from None
-            model.booster_ = _lightgbm().Booster(model_str=text)
+            model.booster_ = load_booster(path)
         return model

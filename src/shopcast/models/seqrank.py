@@ -53,7 +53,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from shopcast.errors import ConfigError, MissingDependencyError, ModelError
+from shopcast.errors import ConfigError, ModelError
 from shopcast.models._base import Context, FloatArray, IntArray, Interactions, Vocabulary
 from shopcast.models._common import (
     check_positive,
@@ -65,11 +65,16 @@ from shopcast.models._common import (
     weight_array,
 )
 from shopcast.models._data import SubjectIndex, n_items_of, n_users_of
+from shopcast.models._lambdarank import (
+    lambdarank_params,
+    load_booster,
+    save_booster,
+    train_lambdarank,
+)
 from shopcast.models.sasrec import ItemAttributes
 
 log = logging.getLogger(__name__)
 
-BOOSTER_FILE = "booster.txt"
 MAX_ITEMS = 40_000
 #: Shoppers scored at once (dense rows x items float32 matrices, several of them).
 CHUNK = 512
@@ -110,14 +115,6 @@ FEATURES = (
     "seq_len",
     "n_generators",
 )
-
-
-def _lightgbm() -> Any:
-    try:
-        import lightgbm
-    except ImportError:  # pragma: no cover - lightgbm is a core dependency
-        raise MissingDependencyError("lightgbm", "core") from None
-    return lightgbm
 
 
 # -- sequences -------------------------------------------------------------------------
@@ -683,29 +680,14 @@ class SequenceRanker:
             return None
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "objective": "lambdarank",
-            "metric": "ndcg",
-            "eval_at": [10],
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples,
-            "feature_fraction": 0.8,
-            "bagging_fraction": 0.8,
-            "bagging_freq": 1,
-            "lambdarank_truncation_level": 20,
-            "seed": self.seed,
-            "deterministic": True,
-            "force_row_wise": True,
-            "num_threads": 1,
-            "verbosity": -1,
-        }
-
     def _train(self, x: F32, y: FloatArray, group: IntArray) -> Any:
-        lgb = _lightgbm()
-        ds = lgb.Dataset(x, label=y, group=group, feature_name=list(FEATURES))
-        return lgb.train(self._params(), ds, num_boost_round=self.n_trees)
+        params = lambdarank_params(
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples,
+            seed=self.seed,
+        )
+        return train_lambdarank(x, y, group, FEATURES, params, self.n_trees)
 
     # -- scoring -----------------------------------------------------------------------
 
@@ -810,11 +792,7 @@ class SequenceRanker:
         }
         state = {"n_items": st.n_items, "booster": self.booster_ is not None}
         save_model(path, self, params=params, state=state, arrays=arrays)
-        booster = Path(path) / BOOSTER_FILE
-        if self.booster_ is not None:
-            booster.write_text(self.booster_.model_to_string())
-        elif booster.exists():
-            booster.unlink()
+        save_booster(path, self.booster_)
 
     @classmethod
     def load(cls, path: Path, items: Vocabulary) -> Self:
@@ -841,9 +819,5 @@ class SequenceRanker:
         model.subjects_ = SubjectIndex(a["subjects"].tolist())
         model.booster_ = None
         if state.get("booster"):
-            try:
-                text = (Path(path) / BOOSTER_FILE).read_text()
-            except OSError as exc:
-                raise ModelError(f"cannot read the reranker at {path}: {exc}") from None
-            model.booster_ = _lightgbm().Booster(model_str=text)
+            model.booster_ = load_booster(path)
         return model
