@@ -58,6 +58,13 @@ def check_positive(name: str, value: float) -> float:
     return value
 
 
+def check_ints(*specs: tuple[str, object, int]) -> None:
+    """Each ``(name, value, low)``: ``value`` must be an int (not a bool) ``>= low``."""
+    for name, value, low in specs:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def require_fitted(model: object, attribute: str) -> None:
     if not hasattr(model, attribute):
         raise NotFittedError(f"{type(model).__name__} is not fitted; call fit() first")

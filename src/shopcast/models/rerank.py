@@ -39,10 +39,11 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from shopcast.errors import ConfigError, ModelError
+from shopcast.errors import ModelError
 from shopcast.models._base import Context, FloatArray, IntArray, Interactions, Vocabulary
 from shopcast.models._common import (
     SECONDS_PER_DAY,
+    check_ints,
     check_positive,
     gather,
     load_model,
@@ -464,7 +465,7 @@ class TwoStageRanker:
         self.half_life_days = check_positive("half_life_days", half_life_days)
         self.label_days = check_positive("label_days", label_days)
         self.learning_rate = check_positive("learning_rate", learning_rate)
-        for name, value, low in (
+        check_ints(
             ("n_candidates", n_candidates, 1),
             ("n_popular", n_popular, 0),
             ("n_windows", n_windows, 1),
@@ -472,9 +473,7 @@ class TwoStageRanker:
             ("num_leaves", num_leaves, 2),
             ("min_child_samples", min_child_samples, 1),
             ("min_groups", min_groups, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        )
         self.n_candidates = n_candidates
         self.n_popular = n_popular
         self.n_windows = n_windows

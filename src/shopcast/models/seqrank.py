@@ -56,6 +56,7 @@ from scipy.linalg import lapack
 from shopcast.errors import ConfigError, ModelError
 from shopcast.models._base import Context, FloatArray, IntArray, Interactions, Vocabulary
 from shopcast.models._common import (
+    check_ints,
     check_positive,
     gather,
     load_model,
@@ -560,7 +561,7 @@ class SequenceRanker:
         if not 0.0 <= trans_norm <= 1.0:
             raise ConfigError(f"trans_norm must be within [0, 1], got {trans_norm}")
         self.trans_norm = float(trans_norm)
-        for name, value, low in (
+        check_ints(
             ("trans_window", trans_window, 1),
             ("user_last", user_last, 1),
             ("n_candidates", n_candidates, 1),
@@ -570,9 +571,7 @@ class SequenceRanker:
             ("num_leaves", num_leaves, 2),
             ("min_child_samples", min_child_samples, 1),
             ("min_groups", min_groups, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        )
         self.trans_window = trans_window
         self.user_last = user_last
         self.n_candidates = n_candidates
